@@ -1,0 +1,5 @@
+"""tf-sampling: candidate sampling and tree softmax for Keras 3 (TensorFlow backend)."""
+
+__version__ = "0.1.0"
+
+from tf_sampling import samplers  # noqa: E402,F401

@@ -1,0 +1,206 @@
+"""The interface every candidate sampler shares.
+
+A sampler draws `num_sampled` class ids for a batch and reports, for the true classes and
+for each draw, the expected number of times that class appears in the sample. That is TF's
+`(sampled_candidates, true_expected_count, sampled_expected_count)` triple, with TF's
+shapes and dtypes, so the result can be injected into `tf.nn.sampled_softmax_loss` too.
+
+Samplers are Keras layers so that their state (learned counts, RNG state) lives in
+variables: it is tracked by `tf.train.Checkpoint`, saved in `.keras` files, exported in
+SavedModels, and survives retracing.
+
+Subclasses implement `_probability(ids)` (float64 probabilities) and `_draw(n, seed)`
+(n i.i.d. int64 draws from a stateless `[2]` seed). Unique sampling, expected counts,
+seeding and input checks are done here once.
+"""
+
+import collections
+import numbers
+
+import keras
+import tensorflow as tf
+
+SampledValues = collections.namedtuple(
+    "SampledValues",
+    ["sampled_candidates", "true_expected_count", "sampled_expected_count"],
+)
+
+# Unique sampling draws in rounds whose size doubles; 40 rounds is > 2^40 draws, so running
+# out means the support is smaller than num_sampled, not bad luck.
+_MAX_UNIQUE_ROUNDS = 40
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def expected_counts(p, num_tries, num_sampled, unique):
+    """Expected occurrences of a class of probability `p` in a sample.
+
+    Non-unique: `p * num_sampled`. Unique (draws until `num_sampled` distinct ids were seen,
+    after `num_tries` draws): `1 - (1 - p)^num_tries`, computed stably, as TF does.
+    `p` is float64; the result is float32.
+    """
+    if unique:
+        tries = tf.cast(num_tries, tf.float64)
+        out = -tf.math.expm1(tries * tf.math.log1p(-p))
+    else:
+        out = p * float(num_sampled)
+    return tf.cast(out, tf.float32)
+
+
+class CandidateSampler(keras.layers.Layer):
+    """Base class for candidate samplers.
+
+    Args:
+        num_classes: number of classes; ids are in `[0, num_classes)`.
+        seed: optional integer. Draws made with `seed=None` in `sample()` come from a
+            `keras.random.SeedGenerator` seeded with it; its state is a variable, so it is
+            checkpointed with the model.
+
+    Subclasses set `learns = True` if `update()` changes the distribution.
+    """
+
+    learns = False
+    # No sampler here has an XLA kernel (unique sampling needs dynamic shapes); layers
+    # copy this into `supports_jit`.
+    supports_xla = False
+
+    def __init__(self, num_classes, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = _check_positive_int(num_classes, "num_classes")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        self.built = True
+
+    # ----------------------------------------------------------------- to implement
+    def _probability(self, class_ids):
+        """float64 probabilities of int64 `class_ids` (any shape)."""
+        raise NotImplementedError
+
+    def _draw(self, num_draws, seed):
+        """`num_draws` (scalar tensor) i.i.d. int64 draws; `seed` is an int32 `[2]` tensor."""
+        raise NotImplementedError
+
+    def update(self, class_ids):
+        """Tell the sampler these ids were seen as true classes. No-op unless it learns."""
+        return None
+
+    # ----------------------------------------------------------------- public API
+    def probability(self, class_ids):
+        """Probability of drawing each of `class_ids` in one draw (float32, same shape)."""
+        ids = self._check_ids(class_ids, "class_ids", rank=None)
+        return tf.cast(self._probability(ids), tf.float32)
+
+    def sample(self, true_classes, num_sampled, unique=True, seed=None):
+        """Draws `num_sampled` candidates for a batch.
+
+        Args:
+            true_classes: int `[batch, num_true]` tensor of the true class ids.
+            num_sampled: positive Python int.
+            unique: if True, the sample has no repeats (drawn with rejection, as TF), and
+                expected counts are `1 - (1 - p)^num_tries`.
+            seed: None (use the sampler's seed generator), a Python int (the same int
+                gives the same draws), or an int `[2]` tensor (a stateless seed).
+
+        Returns:
+            `SampledValues(sampled_candidates, true_expected_count, sampled_expected_count)`:
+            int64 `[num_sampled]`, float32 `[batch, num_true]`, float32 `[num_sampled]`.
+        """
+        num_sampled = _check_positive_int(num_sampled, "num_sampled")
+        if unique and num_sampled > self.num_classes:
+            raise ValueError(
+                f"`num_sampled`={num_sampled} is larger than `num_classes`="
+                f"{self.num_classes}, which is impossible with `unique=True`."
+            )
+        true_classes = self._check_ids(true_classes, "true_classes", rank=2)
+        seed = self._make_seed(seed)
+        if unique:
+            sampled, num_tries = self._sample_unique(num_sampled, seed)
+        else:
+            sampled = self._draw(tf.constant(num_sampled, tf.int32), seed)
+            sampled = tf.ensure_shape(tf.cast(sampled, tf.int64), [num_sampled])
+            num_tries = num_sampled
+        true_p = self._probability(true_classes)
+        sampled_p = self._probability(sampled)
+        return SampledValues(
+            tf.stop_gradient(sampled),
+            tf.stop_gradient(expected_counts(true_p, num_tries, num_sampled, unique)),
+            tf.stop_gradient(expected_counts(sampled_p, num_tries, num_sampled, unique)),
+        )
+
+    def call(self, true_classes, num_sampled=1, unique=True):
+        return self.sample(true_classes, num_sampled, unique=unique)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "seed": self.seed})
+        return config
+
+    # ----------------------------------------------------------------- helpers
+    def _make_seed(self, seed):
+        if seed is None:
+            return tf.cast(self.seed_generator.next(), tf.int32)
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            return tf.constant([int(seed) & 0x7FFFFFFF, int(seed) >> 31 & 0x7FFFFFFF], tf.int32)
+        seed = tf.convert_to_tensor(seed)
+        if not seed.dtype.is_integer or seed.shape.rank != 1 or seed.shape[0] != 2:
+            raise ValueError(
+                f"`seed` must be None, an int or an integer tensor of shape [2], got {seed!r}."
+            )
+        return tf.cast(seed, tf.int32)
+
+    def _check_ids(self, ids, name, rank):
+        ids = tf.convert_to_tensor(ids)
+        if not ids.dtype.is_integer:
+            raise TypeError(f"`{name}` must be an integer tensor, got dtype {ids.dtype.name}.")
+        if rank is not None and ids.shape.rank is not None and ids.shape.rank != rank:
+            raise ValueError(
+                f"`{name}` must have rank {rank} ([batch, num_true]), got shape {ids.shape}."
+            )
+        ids = tf.cast(ids, tf.int64)
+        msg = f"`{name}` has ids outside [0, num_classes={self.num_classes})"
+        checks = [
+            tf.debugging.assert_non_negative(ids, message=msg),
+            tf.debugging.assert_less(ids, tf.constant(self.num_classes, tf.int64), message=msg),
+        ]
+        with tf.control_dependencies(checks):
+            return tf.identity(ids)
+
+    def _sample_unique(self, num_sampled, seed):
+        """First `num_sampled` distinct ids of an i.i.d. stream, and the stream length used.
+
+        The stream is drawn in rounds (round r from `fold_in(seed, r)`), each as long as all
+        before it, so the total work is at most twice the tries needed.
+        """
+        first = tf.cast(self._draw(tf.constant(2 * num_sampled, tf.int32),
+                                   tf.random.experimental.stateless_fold_in(seed, 0)), tf.int64)
+
+        def cond(r, stream):
+            return tf.size(tf.unique(stream).y) < num_sampled
+
+        def body(r, stream):
+            more = self._draw(tf.size(stream), tf.random.experimental.stateless_fold_in(seed, r))
+            return r + 1, tf.concat([stream, tf.cast(more, tf.int64)], 0)
+
+        _, stream = tf.while_loop(
+            cond, body, [tf.constant(1), first],
+            shape_invariants=[tf.TensorShape([]), tf.TensorShape([None])],
+            maximum_iterations=_MAX_UNIQUE_ROUNDS,
+        )
+        distinct, index = tf.unique(stream, out_idx=tf.int64)
+        enough = tf.debugging.assert_greater_equal(
+            tf.size(distinct), num_sampled,
+            message=f"fewer than num_sampled={num_sampled} classes have nonzero probability; "
+                    "cannot draw a unique sample",
+        )
+        with tf.control_dependencies([enough]):
+            sampled = tf.ensure_shape(distinct[:num_sampled], [num_sampled])
+        # The stream position where the last kept id first appeared, + 1.
+        num_tries = tf.argmax(tf.cast(tf.equal(index, num_sampled - 1), tf.int32),
+                              output_type=tf.int64) + 1
+        return sampled, num_tries
