@@ -3,3 +3,6 @@
 __version__ = "0.1.0"
 
 from tf_sampling import samplers  # noqa: E402,F401
+from tf_sampling import ops  # noqa: E402,F401
+from tf_sampling import losses  # noqa: E402,F401
+from tf_sampling import layers  # noqa: E402,F401

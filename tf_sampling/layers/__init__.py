@@ -1,0 +1,1 @@
+"""Keras layers (output heads) built on the samplers and losses."""

@@ -1,0 +1,1 @@
+"""Sampled losses: sampled softmax, NCE, negative sampling."""

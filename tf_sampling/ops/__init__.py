@@ -1,0 +1,1 @@
+"""Custom C++/CUDA ops with pure-TF fallbacks."""
