@@ -4,26 +4,19 @@ import keras
 
 from tf_sampling.samplers.base import CandidateSampler, SampledValues, expected_counts
 from tf_sampling.samplers.uniform import UniformSampler
+from tf_sampling.samplers.log_uniform import LogUniformSampler
+from tf_sampling.samplers.learned_unigram import LearnedUnigramSampler
+from tf_sampling.samplers.fixed_unigram import FixedUnigramSampler, read_vocab_counts
 
-# Filled in below as sampler modules are added; `get()` resolves string names through it.
-_BY_NAME = {"uniform": UniformSampler}
+# `get()` resolves string names through this; optional modules add themselves below.
+_BY_NAME = {
+    "uniform": UniformSampler,
+    "log_uniform": LogUniformSampler,
+    "learned_unigram": LearnedUnigramSampler,
+    "fixed_unigram": FixedUnigramSampler,
+}
 
 try:  # modules added by later work land here
-    from tf_sampling.samplers.log_uniform import LogUniformSampler
-    _BY_NAME["log_uniform"] = LogUniformSampler
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from tf_sampling.samplers.learned_unigram import LearnedUnigramSampler
-    _BY_NAME["learned_unigram"] = LearnedUnigramSampler
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from tf_sampling.samplers.fixed_unigram import FixedUnigramSampler
-    _BY_NAME["fixed_unigram"] = FixedUnigramSampler
-except ImportError:  # pragma: no cover
-    pass
-try:
     from tf_sampling.samplers.dynamic_alias import DynamicAliasSampler
     _BY_NAME["dynamic_alias"] = DynamicAliasSampler
 except ImportError:  # pragma: no cover

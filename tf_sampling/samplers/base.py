@@ -30,6 +30,34 @@ SampledValues = collections.namedtuple(
 _MAX_UNIQUE_ROUNDS = 40
 
 
+def draw_from_cdf(cdf, num_draws, seed):
+    """`num_draws` i.i.d. int64 draws by inverse CDF.
+
+    `cdf` is a float64 `[V]` running sum of nonnegative class weights (unnormalised, so
+    integer counts stay exact); class k is drawn with probability
+    `(cdf[k] - cdf[k-1]) / cdf[-1]`, which is what `probability_from_cdf` returns, and a
+    class of weight 0 is never drawn. O(num_draws * log V).
+    """
+    total = cdf[-1]
+    u = tf.random.stateless_uniform(tf.reshape(num_draws, [1]), seed=seed, dtype=tf.float64)
+    # u < 1, but u * total can round up to total, which lies past every bucket (and would
+    # pick a trailing zero-weight class); the largest double below total stays inside.
+    target = tf.minimum(u * total, tf.math.nextafter(total, tf.zeros_like(total)))
+    return tf.searchsorted(cdf, target, side="right", out_type=tf.int64)
+
+
+def probability_from_cdf(cdf, class_ids):
+    """float64 probabilities of int64 `class_ids` (any shape) under `draw_from_cdf(cdf)`.
+
+    Differences of the running sum are exactly the bucket widths the draw uses, so these
+    are the probabilities of the distribution actually sampled, rounding included.
+    """
+    upper = tf.gather(cdf, class_ids)
+    lower = tf.where(class_ids > 0, tf.gather(cdf, tf.maximum(class_ids - 1, 0)),
+                     tf.zeros_like(upper))
+    return (upper - lower) / cdf[-1]
+
+
 def _check_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
@@ -57,8 +85,9 @@ class CandidateSampler(keras.layers.Layer):
     Args:
         num_classes: number of classes; ids are in `[0, num_classes)`.
         seed: optional integer. Draws made with `seed=None` in `sample()` come from a
-            `keras.random.SeedGenerator` seeded with it; its state is a variable, so it is
-            checkpointed with the model.
+            `keras.random.SeedGenerator` seeded with it; its state is a variable, saved by
+            `tf.train.Checkpoint` and in SavedModels (`.keras` files keep only weights, so
+            a loaded model restarts the stream from `seed`).
 
     Subclasses set `learns = True` if `update()` changes the distribution.
     """
@@ -75,6 +104,12 @@ class CandidateSampler(keras.layers.Layer):
             raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
+        # A SeedGenerator is not a TF trackable, so neither tf.train.Checkpoint nor
+        # tf.saved_model.save would reach its state (export even fails: the sampling
+        # function captures an unreachable variable). This holder makes it reachable
+        # without adding it to the layer's Keras weights.
+        self._seed_state = tf.Module(name="seed_state")
+        self._seed_state.state = self.seed_generator.state
         self.built = True
 
     # ----------------------------------------------------------------- to implement
@@ -88,6 +123,14 @@ class CandidateSampler(keras.layers.Layer):
 
     def update(self, class_ids):
         """Tell the sampler these ids were seen as true classes. No-op unless it learns."""
+        return None
+
+    def _support_size(self):
+        """Number of classes with nonzero probability (int scalar), or None if all have.
+
+        Checked before a unique draw, so asking for more distinct classes than exist fails
+        at once instead of drawing ever longer streams.
+        """
         return None
 
     # ----------------------------------------------------------------- public API
@@ -177,6 +220,15 @@ class CandidateSampler(keras.layers.Layer):
         The stream is drawn in rounds (round r from `fold_in(seed, r)`), each as long as all
         before it, so the total work is at most twice the tries needed.
         """
+        support = self._support_size()
+        if support is not None:
+            enough_support = tf.debugging.assert_greater_equal(
+                tf.cast(support, tf.int64), tf.constant(num_sampled, tf.int64),
+                message=f"`num_sampled`={num_sampled} with unique=True needs that many classes "
+                        "of nonzero probability, but the sampler has fewer",
+            )
+            with tf.control_dependencies([enough_support]):
+                seed = tf.identity(seed)
         first = tf.cast(self._draw(tf.constant(2 * num_sampled, tf.int32),
                                    tf.random.experimental.stateless_fold_in(seed, 0)), tf.int64)
 
@@ -187,9 +239,11 @@ class CandidateSampler(keras.layers.Layer):
             more = self._draw(tf.size(stream), tf.random.experimental.stateless_fold_in(seed, r))
             return r + 1, tf.concat([stream, tf.cast(more, tf.int64)], 0)
 
+        # Tuples throughout: eager while_loop compares the body's output structure with
+        # loop_vars exactly, and a list there fails once a second round is needed.
         _, stream = tf.while_loop(
-            cond, body, [tf.constant(1), first],
-            shape_invariants=[tf.TensorShape([]), tf.TensorShape([None])],
+            cond, body, (tf.constant(1), first),
+            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None])),
             maximum_iterations=_MAX_UNIQUE_ROUNDS,
         )
         distinct, index = tf.unique(stream, out_idx=tf.int64)
