@@ -1,0 +1,46 @@
+"""`NegativeSampling`: an output head trained with word2vec's negative sampling."""
+
+import keras
+
+from tf_sampling.layers._sampled_head import SampledHead
+
+
+@keras.saving.register_keras_serializable(package="tf_sampling")
+class NegativeSampling(SampledHead):
+    """Output layer trained with negative sampling (the SGNS objective of word2vec).
+
+    Training calls on `[inputs, labels]` return and add (mean) the per-example loss
+    `sum_true -log sigmoid(s_true) + sum_sampled -log sigmoid(-s_sampled)`, without the
+    `-log Q` correction of NCE (`subtract_log_q=False` by default) and with target 1 for
+    every true class; see `tf_sampling.losses.negative_sampling_loss`.
+
+    This is a training objective: it learns useful scores/embeddings but not calibrated
+    probabilities. At inference (`training=False` or no labels) the head returns the
+    full-softmax log-probabilities of its scores (or `top_k` values and indices) and,
+    given labels, adds their exact cross-entropy; also `head.full_softmax_loss` and
+    `head.perplexity`.
+
+    The arguments are those of `tf_sampling.layers.SampledSoftmax`, with defaults
+    `remove_accidental_hits=False`, `subtract_log_q=False`. For word2vec pass
+    `sampler=tfs.samplers.FixedUnigramSampler(counts=..., distortion=0.75)`,
+    `unique=False`, `use_bias=False`, and a small `num_sampled` (5 to 20).
+
+    Example:
+    >>> words = keras.Input((), dtype="int32")
+    >>> contexts = keras.Input((), dtype="int32")
+    >>> vectors = keras.layers.Embedding(V, 100)(words)
+    >>> head = tfs.layers.NegativeSampling(V, num_sampled=5, use_bias=False)
+    >>> model = keras.Model([words, contexts], head([vectors, contexts]))
+    >>> model.compile(optimizer="adam")
+    """
+
+    _loss_kind = "logistic"
+
+    def __init__(self, num_classes, num_sampled, num_true=1, sampler="log_uniform",
+                 tied_embedding=None, use_bias=True, remove_accidental_hits=False,
+                 subtract_log_q=False, unique=True, top_k=None, seed=None, **kwargs):
+        super().__init__(
+            num_classes, num_sampled, num_true=num_true, sampler=sampler,
+            tied_embedding=tied_embedding, use_bias=use_bias,
+            remove_accidental_hits=remove_accidental_hits, subtract_log_q=subtract_log_q,
+            unique=unique, top_k=top_k, seed=seed, **kwargs)

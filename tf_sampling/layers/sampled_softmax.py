@@ -1,0 +1,78 @@
+"""`SampledSoftmax`: a softmax output head trained with the sampled softmax loss."""
+
+import keras
+
+from tf_sampling.layers._sampled_head import SampledHead
+
+
+@keras.saving.register_keras_serializable(package="tf_sampling")
+class SampledSoftmax(SampledHead):
+    """Softmax output layer over `num_classes` classes, trained with sampled softmax.
+
+    Called on `[inputs, labels]` with `training=True` (as in `model.fit`), it computes the
+    logits of the true classes and of `num_sampled` classes drawn by `sampler` only (never
+    the `[batch, num_classes]` logits), adds the mean of the per-example loss with
+    `add_loss`, and returns the per-example loss `[batch]`. So `model.compile(optimizer=...)`
+    needs no loss.
+
+    The sampled loss is a training objective only: it is a noisy, biased estimate of the
+    cross-entropy and its value is not a loss or perplexity you can report. Called with
+    `training=False` (evaluate, predict) or without labels, the layer computes the full
+    softmax and returns log-probabilities `[batch, num_classes]`, or `(values, indices)`
+    of the `top_k` best classes; if labels are given it also adds the exact cross-entropy,
+    so `model.evaluate()` and `val_loss` report the exact loss and `exp(val_loss)` is the
+    perplexity. Directly: `head.full_softmax_loss(hidden, labels)` (per example),
+    `head.perplexity(hidden, labels)`, `head.log_prob(hidden)`.
+
+    Args:
+        num_classes: number of output classes.
+        num_sampled: classes sampled per training step (shared by the batch).
+        num_true: true classes per example; `labels` is `[batch]` or `[batch, num_true]`,
+            int32 or int64. Each true class gets target 1/num_true.
+        sampler: a `tf_sampling.samplers.CandidateSampler` instance, or a name
+            ("log_uniform" (default, as TF), "uniform", "learned_unigram", ...). A
+            learning sampler is updated with the labels on training calls only.
+        tied_embedding: optional `keras.layers.Embedding(num_classes, dim)` whose
+            `embeddings` are used as the output weights (weight tying); the layer then has
+            no kernel of its own, only a bias. In `get_config` the embedding is serialized
+            in full; `model.save()` / `keras.models.load_model()` restore one Embedding
+            shared by the model and the head (Keras' object sharing), so tying survives a
+            `.keras` round trip. A head deserialized on its own gets its own copy.
+        use_bias: whether the head has a `[num_classes]` bias.
+        remove_accidental_hits: drop sampled classes equal to an example's true class from
+            its softmax (default True, as TF).
+        subtract_log_q: subtract log expected counts from the logits (default True).
+        unique: sample without replacement (default True; needs num_sampled <= num_classes).
+        top_k: if set, inference returns `(values, indices)` of the `top_k` largest
+            log-probabilities instead of all of them.
+        seed: seed of the sampler when `sampler` is given by name.
+        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+        kernel_constraint, bias_constraint: as in `keras.layers.Dense`.
+
+    The weights are float32 under mixed precision and the loss and log-probabilities are
+    computed in float32. `supports_jit` is the sampler's `supports_xla`, so Keras'
+    `jit_compile="auto"` does not try XLA on samplers that cannot be compiled.
+
+    Example:
+    >>> V, d = 50_000, 128
+    >>> tokens = keras.Input((), dtype="int32")
+    >>> labels = keras.Input((), dtype="int32")
+    >>> hidden = keras.layers.Dense(d, activation="tanh")(
+    ...     keras.layers.Embedding(V, d)(tokens))
+    >>> head = tfs.layers.SampledSoftmax(V, num_sampled=1024, sampler="learned_unigram")
+    >>> model = keras.Model([tokens, labels], head([hidden, labels]))
+    >>> model.compile(optimizer="adam")            # no loss: the head adds it
+    >>> model.fit(train_ds, validation_data=val_ds)  # val_loss is the exact loss
+    >>> head.perplexity(hidden_states, next_tokens)  # exact full-softmax perplexity
+    """
+
+    _loss_kind = "softmax"
+
+    def __init__(self, num_classes, num_sampled, num_true=1, sampler="log_uniform",
+                 tied_embedding=None, use_bias=True, remove_accidental_hits=True,
+                 subtract_log_q=True, unique=True, top_k=None, seed=None, **kwargs):
+        super().__init__(
+            num_classes, num_sampled, num_true=num_true, sampler=sampler,
+            tied_embedding=tied_embedding, use_bias=use_bias,
+            remove_accidental_hits=remove_accidental_hits, subtract_log_q=subtract_log_q,
+            unique=unique, top_k=top_k, seed=seed, **kwargs)
