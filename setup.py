@@ -1,4 +1,96 @@
-"""Builds the optional custom op (custom_ops/) into the package; see custom_ops/README."""
-from setuptools import setup
+"""Builds the optional alias-table custom ops (custom_ops/) into the package.
 
-setup()
+`pip install .` and `pip install -e .` run `make -C custom_ops` with the compile and link
+flags of the TensorFlow in the build environment (pyproject.toml pins it; use
+`--no-build-isolation` to build against the TensorFlow already installed). The CPU
+library is always attempted; the CUDA library only when nvcc is on the PATH and that
+TensorFlow is built with CUDA, or when TF_SAMPLING_BUILD_CUDA=1 (TF_SAMPLING_BUILD_CUDA=0
+skips it). A failed compile does not fail the install: the package then uses its
+pure-TensorFlow fallback, and says so once when first used.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+_ROOT = os.path.dirname(os.path.abspath(__file__))
+_CPU = "tf_sampling.ops._alias_ops"
+_GPU = "tf_sampling.ops._alias_ops_gpu"
+
+
+def _say(msg):
+    # pip shows a build's output only with -v; stderr lines still land in its log.
+    print(f"tf-sampling: {msg}", file=sys.stderr, flush=True)
+
+
+def _tf_built_with_cuda():
+    code = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; import tensorflow as tf; "
+            "print(tf.test.is_built_with_cuda())")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=600)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.stdout.strip().endswith("True")
+
+
+def _build_cuda():
+    env = os.environ.get("TF_SAMPLING_BUILD_CUDA", "")
+    if env == "0":
+        return False, "TF_SAMPLING_BUILD_CUDA=0"
+    if env == "1":
+        return True, "TF_SAMPLING_BUILD_CUDA=1"
+    nvcc = os.environ.get("NVCC", "nvcc")
+    if shutil.which(nvcc) is None:
+        return False, f"{nvcc} is not on the PATH"
+    if not _tf_built_with_cuda():
+        return False, "TensorFlow is not built with CUDA"
+    return True, "nvcc and a CUDA-enabled TensorFlow found"
+
+
+class BuildCustomOps(build_ext):
+    """Runs custom_ops/Makefile instead of setuptools' compiler; never fails the install."""
+
+    def run(self):
+        self._cuda, self._cuda_reason = _build_cuda()
+        super().run()
+
+    def build_extension(self, ext):
+        out = os.path.abspath(self.get_ext_fullpath(ext.name))
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        if ext.name == _GPU:
+            if not self._cuda:
+                _say(f"not building the CUDA kernels ({self._cuda_reason}).")
+                return
+            target, var = "gpu", "GPU_LIB"
+        else:
+            target, var = "cpu", "CPU_LIB"
+        cmd = ["make", "-C", os.path.join(_ROOT, "custom_ops"), target,
+               f"PYTHON={sys.executable}", f"{var}={out}",
+               f"BUILD_DIR={os.path.abspath(os.path.join(self.build_temp, 'custom_ops'))}"]
+        if os.environ.get("NVCC"):
+            cmd.append(f"NVCC={os.environ['NVCC']}")
+        _say("building " + os.path.basename(out) + ": " + " ".join(cmd))
+        try:
+            subprocess.run(cmd, check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            if os.path.exists(out):
+                os.remove(out)
+            what = "CUDA kernels" if ext.name == _GPU else "custom op"
+            _say(f"WARNING: building the {what} failed ({e}). The install goes on; "
+                 + ("the ops will run on the CPU only." if ext.name == _GPU else
+                    "tf_sampling.ops will use its pure-TensorFlow fallback."))
+
+    def get_outputs(self):
+        return [p for p in super().get_outputs() if os.path.exists(p)]
+
+
+setup(
+    ext_modules=[Extension(_CPU, sources=[], optional=True),
+                 Extension(_GPU, sources=[], optional=True)],
+    cmdclass={"build_ext": BuildCustomOps},
+)

@@ -25,6 +25,7 @@ Other sections (e.g. hierarchical softmax) add a function `rows(V, cfg) -> [Row]
 Usage:
     python benchmarks/bench_losses.py                       # V in 1e4, 1e5, 5e5
     python benchmarks/bench_losses.py --vocab 10000 --reps 10 --full-reps 3
+    python benchmarks/bench_losses.py --vocab 100000 --num-sampled 64 --per-example only
 """
 
 import os
@@ -159,6 +160,41 @@ def sampled_rows(vocab, cfg):
     return rows
 
 
+def per_example_rows(vocab, cfg):
+    """Per-example draws (`samples_per="example"`) against one shared draw per batch.
+
+    The same head, sampler and `num_sampled` both ways; `x raw` is per-example / shared.
+    Shared: one `[batch, dim] x [dim, S]` matmul over S gathered rows. Per example: the
+    same flops as a batched dot product over `[batch, S, dim]` gathered rows, whose
+    gradient is `batch * S` rows for the optimizer to scatter.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    hidden = tf.constant(rng.normal(size=(cfg.batch, cfg.dim)).astype(np.float32))
+    labels = tf.constant(_log_uniform_labels(rng, vocab, cfg.batch))
+    w0 = (rng.normal(size=(vocab, cfg.dim)) * 0.05).astype(np.float32)
+    variants = {  # name: (head class, unique, samples_per)
+        "NegSampling iid shared": (tfs.layers.NegativeSampling, False, "batch"),
+        "NegSampling iid per-ex": (tfs.layers.NegativeSampling, False, "example"),
+        "SampledSoftmax uniq shared": (tfs.layers.SampledSoftmax, True, "batch"),
+        "SampledSoftmax uniq per-ex": (tfs.layers.SampledSoftmax, True, "example"),
+    }
+    steps = {}
+    for name, (cls, unique, samples_per) in variants.items():
+        head = cls(vocab, cfg.num_sampled, sampler="log_uniform", seed=cfg.seed,
+                   unique=unique, samples_per=samples_per)
+        head.build((cfg.batch, cfg.dim))
+        head.kernel.assign(w0)
+        steps[name] = _sgd_step(lambda h, y, head=head: head([h, y], training=True),
+                                list(head.trainable_variables), hidden, labels)
+    med = _time_round_robin(steps, cfg.reps, cfg.warmup, {})
+    rows = []
+    for name in variants:
+        shared = name.replace("per-ex", "shared") if name.endswith("per-ex") else None
+        rows.append(Row(vocab, name, med[name][0] * 1e3, med[name][1] * 1e3, raw=shared,
+                        note="x raw = / shared" if shared else ""))
+    return rows
+
+
 SECTIONS = [sampled_rows]
 
 
@@ -191,6 +227,8 @@ def main(argv=None):
                    help="timed steps of the (slow) full softmax")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-example", choices=["no", "also", "only"], default="no",
+                   help="add (also) or run only (only) the per-example vs shared-draw rows")
     p.add_argument("--threads", type=int, default=0,
                    help="TF intra-/inter-op threads (default 0: TF's choice)")
     args = p.parse_args(argv)
@@ -211,7 +249,9 @@ def main(argv=None):
           "median step time, SGD apply, round-robin")
     rows = []
     for vocab in vocabs:
-        for section in SECTIONS:
+        sections = {"no": SECTIONS, "also": SECTIONS + [per_example_rows],
+                    "only": [per_example_rows]}[args.per_example]
+        for section in sections:
             rows.extend(section(vocab, cfg))
     print(format_table(rows))
     return rows

@@ -593,6 +593,7 @@ def _per_example_problem(num_true, seed=0):
 
 
 def _np_per_example(kind, w, b, x, labels, sv, remove_hits, log_q):
+    """kind: "softmax", "nce" (true target 1/num_true) or "negative_sampling" (target 1)."""
     sampled, true_ec, sampled_ec = sv
     out = []
     for i in range(len(x)):
@@ -607,7 +608,8 @@ def _np_per_example(kind, w, b, x, labels, sv, remove_hits, log_q):
             out.append(-np.mean(t - lse))
         else:
             sig = lambda v: np.log1p(np.exp(-v))  # -log sigmoid(v)  # noqa: E731
-            out.append(np.sum(sig(t) / nt + sig(-t) * (1 - 1 / nt)) + np.sum(sig(-s)))
+            target = 1.0 if kind == "negative_sampling" else 1.0 / nt
+            out.append(np.sum(sig(t) * target + sig(-t) * (1 - target)) + np.sum(sig(-s)))
     return np.array(out)
 
 
@@ -623,8 +625,7 @@ def test_per_example_losses_match_numpy(kind, log_q, remove_hits, num_true):
     kw = {} if kind == "negative_sampling" else {"subtract_log_q": log_q,
                                                   "remove_accidental_hits": remove_hits}
     got = fn(w, b, labels, x, 5, num_true=num_true, sampled_values=sv, **kw)
-    ref = _np_per_example("softmax" if kind == "softmax" else "nce", w.astype(np.float64), b, x,
-                          labels, sv, remove_hits, log_q)
+    ref = _np_per_example(kind, w.astype(np.float64), b, x, labels, sv, remove_hits, log_q)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
 
 

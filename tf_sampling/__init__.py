@@ -6,3 +6,6 @@ from tf_sampling import samplers  # noqa: E402,F401
 from tf_sampling import ops  # noqa: E402,F401
 from tf_sampling import losses  # noqa: E402,F401
 from tf_sampling import layers  # noqa: E402,F401
+from tf_sampling import serving  # noqa: E402,F401
+from tf_sampling import trees  # noqa: E402,F401
+from tf_sampling.frequency_estimator import FrequencyEstimator  # noqa: E402,F401

@@ -1,1 +1,9 @@
 """Keras layers (output heads) built on the samplers and losses."""
+
+from tf_sampling.layers.adaptive_softmax import AdaptiveSoftmax  # noqa: F401
+
+from tf_sampling.layers.nce import NCE  # noqa: F401
+from tf_sampling.layers.negative_sampling import NegativeSampling  # noqa: F401
+from tf_sampling.layers.sampled_softmax import SampledSoftmax  # noqa: F401
+from tf_sampling.layers.candidate_softmax import CandidateSoftmax  # noqa: F401
+from tf_sampling.layers.hierarchical_softmax import HierarchicalSoftmax  # noqa: F401

@@ -6,6 +6,7 @@ A head holds the output layer of a classifier over `num_classes` classes: `kerne
 classes; otherwise the full softmax.
 """
 
+import contextlib
 import math
 
 import keras
@@ -14,11 +15,71 @@ import tensorflow as tf
 
 from tf_sampling import samplers as samplers_lib
 from tf_sampling.losses import _sampled_logits as _sl
+from tf_sampling.losses import per_example as _per_example
+
+# "batch": one sample shared by the whole batch (TF's scheme); "example": each example
+# gets its own `num_sampled` draws (word2vec's scheme).
+_SAMPLES_PER = ("batch", "example")
 
 
 def _is_shape(x):
     return isinstance(x, (tuple, list, tf.TensorShape)) and all(
         d is None or isinstance(d, (int, np.integer)) for d in x)
+
+
+def _check_sharding(num_shards, shard_devices, num_classes, tied):
+    num_shards = _sl.check_positive_int(num_shards, "num_shards")
+    if num_shards > num_classes:
+        raise ValueError(f"`num_shards`={num_shards} is larger than `num_classes`="
+                         f"{num_classes}: every shard needs at least one row.")
+    if num_shards > 1 and tied:
+        raise ValueError("`num_shards` > 1 cannot be combined with `tied_embedding`: the "
+                         "tied embedding is one unsharded variable.")
+    if shard_devices is not None:
+        if isinstance(shard_devices, str) or not isinstance(shard_devices, (list, tuple)) \
+                or not shard_devices or not all(isinstance(d, str) for d in shard_devices):
+            raise ValueError("`shard_devices` must be None or a non-empty list of device "
+                             f"names such as ['/gpu:0', '/gpu:1'], got {shard_devices!r}.")
+        shard_devices = list(shard_devices)
+    return num_shards, shard_devices
+
+
+def _replicas_in_sync():
+    """Replicas of the tf.distribute strategy in whose replica context this runs, else 1."""
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return 1
+    return tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+def _run_in_backward(loss, fn):
+    """`loss`, unchanged; `fn()` runs when the gradient of `loss` is computed.
+
+    Why: a learning sampler's update sums the replicas' label counts, a cross-replica
+    `merge_call`. MirroredStrategy runs its replicas in threads that take turns at each
+    merge_call, and Keras 3 collects `add_loss` values in one list per layer, shared by
+    the threads: a merge_call inside the forward pass lets one replica's loss land in the
+    other's total (the reported loss grows by half with two replicas; the gradients stay
+    right). In the backward pass each replica has already read its losses. The update
+    still happens once per training step, before the next step samples.
+    """
+
+    @tf.custom_gradient
+    def identity(x):
+        def grad(upstream):
+            op = fn()
+            with tf.control_dependencies([] if op is None else [op]):
+                return tf.identity(upstream)
+
+        return tf.identity(x), grad
+
+    return identity(loss)
+
+
+def shard_rows(num_classes, num_shards):
+    """Rows per shard in TF's "div" layout: the first `num_classes % num_shards` shards
+    get one row more, so `tf.nn.embedding_lookup(shards, ids)` reads the same rows."""
+    size, extra = divmod(num_classes, num_shards)
+    return [size + 1 if i < extra else size for i in range(num_shards)]
 
 
 class SampledHead(keras.layers.Layer):
@@ -33,10 +94,10 @@ class SampledHead(keras.layers.Layer):
 
     def __init__(self, num_classes, num_sampled, num_true=1, sampler="log_uniform",
                  tied_embedding=None, use_bias=True, remove_accidental_hits=False,
-                 subtract_log_q=True, unique=True, top_k=None, seed=None,
+                 subtract_log_q=True, unique=True, top_k=None, seed=None, samples_per="batch",
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
-                 bias_constraint=None, **kwargs):
+                 bias_constraint=None, num_shards=1, shard_devices=None, **kwargs):
         # The weights are read at their own dtype (float32 under mixed precision): the
         # sampled rows are gathered without an autocast copy of the whole matrix, and the
         # loss and log-probs are computed in float32.
@@ -58,6 +119,10 @@ class SampledHead(keras.layers.Layer):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
         self.seed = seed
+        if samples_per not in _SAMPLES_PER:
+            raise ValueError(
+                f"`samples_per` must be one of {_SAMPLES_PER}, got {samples_per!r}.")
+        self.samples_per = samples_per
 
         try:
             if isinstance(sampler, str):
@@ -69,6 +134,9 @@ class SampledHead(keras.layers.Layer):
         self.sampler = sampler
         # Keras' jit_compile="auto" compiles only models whose layers all support XLA.
         self.supports_jit = bool(getattr(sampler, "supports_xla", False))
+        if self.samples_per == "example" and self.unique:
+            # Distinct draws per row keep a data-dependent number of each row's stream.
+            self.supports_jit = False
 
         if isinstance(tied_embedding, dict):
             tied_embedding = keras.saving.deserialize_keras_object(tied_embedding)
@@ -82,6 +150,8 @@ class SampledHead(keras.layers.Layer):
                     f"`tied_embedding` has input_dim={tied_embedding.input_dim}, but "
                     f"`num_classes` is {self.num_classes}.")
         self.tied_embedding = tied_embedding
+        self.num_shards, self.shard_devices = _check_sharding(
+            num_shards, shard_devices, self.num_classes, tied_embedding is not None)
 
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -112,32 +182,92 @@ class SampledHead(keras.layers.Layer):
                 raise ValueError(
                     f"`tied_embedding` has output_dim={self.tied_embedding.output_dim}, but "
                     f"`inputs` have dimension {dim}.")
-            self._kernel = None
+            self._kernel_shards = None
         else:
-            self._kernel = self.add_weight(
-                name="kernel", shape=(self.num_classes, dim),
-                initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-                constraint=self.kernel_constraint)
-        self.bias = None
+            self._kernel_shards = self._add_sharded_weight(
+                "kernel", (dim,), self.kernel_initializer, self.kernel_regularizer,
+                self.kernel_constraint)
+        self._bias_shards = None
         if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.num_classes,), initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
+            self._bias_shards = self._add_sharded_weight(
+                "bias", (), self.bias_initializer, self.bias_regularizer,
+                self.bias_constraint)
         self.dim = dim
         self.built = True
 
+    def _add_sharded_weight(self, name, inner_shape, initializer, regularizer, constraint):
+        """One `[num_classes, *inner_shape]` weight, as `num_shards` row-shard variables."""
+        if self.num_shards == 1:
+            return [self.add_weight(name=name, shape=(self.num_classes,) + inner_shape,
+                                    initializer=initializer, regularizer=regularizer,
+                                    constraint=constraint)]
+        # The full matrix is drawn once (on the host) and split, so a sharded head starts
+        # from exactly the weights of the unsharded head with the same seed; drawing each
+        # shard with its own shape would change initializers that depend on the fan-in.
+        with tf.init_scope(), tf.device("/cpu:0"):
+            full = initializer(shape=(self.num_classes,) + inner_shape,
+                               dtype=self.variable_dtype)
+        shards, start = [], 0
+        for i, rows in enumerate(shard_rows(self.num_classes, self.num_shards)):
+            piece = full[start:start + rows]
+            start += rows
+            with self._shard_device(i):
+                shards.append(self.add_weight(
+                    name=f"{name}_shard_{i}", shape=(rows,) + inner_shape,
+                    initializer=lambda shape, dtype, piece=piece: tf.cast(piece, dtype),
+                    regularizer=regularizer, constraint=constraint))
+        return shards
+
+    def _shard_device(self, i):
+        # Under a tf.distribute strategy the strategy places variables (round-robin over
+        # parameter servers, or a copy on every replica), so the device list is not used.
+        if self.shard_devices is None or tf.distribute.has_strategy():
+            return contextlib.nullcontext()
+        return tf.device(self.shard_devices[i % len(self.shard_devices)])
+
     @property
     def kernel(self):
-        """The `[num_classes, dim]` output weights (the tied embeddings, if tied)."""
+        """The `[num_classes, dim]` output weights (the tied embeddings, if tied).
+
+        With `num_shards` > 1 this is a read-only tensor, the concatenation of
+        `kernel_shards`; assign to the shards instead.
+        """
         if self.tied_embedding is not None:
             return self.tied_embedding.embeddings
-        return self._kernel
+        if getattr(self, "_kernel_shards", None) is None:  # not built
+            return None
+        if len(self._kernel_shards) == 1:
+            return self._kernel_shards[0]
+        return tf.concat([tf.convert_to_tensor(s) for s in self._kernel_shards], 0)
+
+    @property
+    def bias(self):
+        """The `[num_classes]` bias, or None (a read-only concatenation when sharded)."""
+        shards = getattr(self, "_bias_shards", None)
+        if shards is None:
+            return None
+        if len(shards) == 1:
+            return shards[0]
+        return tf.concat([tf.convert_to_tensor(s) for s in shards], 0)
+
+    @property
+    def kernel_shards(self):
+        """The row shards of the kernel (a list of variables; one if unsharded or tied)."""
+        if self.tied_embedding is not None:
+            return [self.tied_embedding.embeddings]
+        return list(getattr(self, "_kernel_shards", None) or [])
+
+    @property
+    def bias_shards(self):
+        """The row shards of the bias (a list of variables), or None without a bias."""
+        shards = getattr(self, "_bias_shards", None)
+        return None if shards is None else list(shards)
 
     def _weights_tf(self):
         # The backing tf.Variables: tf.gather on them is a sparse read, and they are read
         # at float32 whatever the layer's dtype policy.
-        bias = None if self.bias is None else [self.bias.value]
-        return [self.kernel.value], bias
+        bias = None if self._bias_shards is None else [b.value for b in self._bias_shards]
+        return [k.value for k in self.kernel_shards], bias
 
     # ------------------------------------------------------------------ inputs
     def _split(self, inputs):
@@ -201,18 +331,45 @@ class SampledHead(keras.layers.Layer):
 
     def _sampled_loss(self, hidden, labels, update=True):
         weights, biases = self._weights_tf()
-        sampled_values = self.sampler.sample(labels, self.num_sampled, unique=self.unique)
+        if self.samples_per == "example":
+            sampled_values = _per_example.sample_per_example(
+                self.sampler, labels, self.num_sampled, unique=self.unique)
+        else:
+            sampled_values = self.sampler.sample(labels, self.num_sampled, unique=self.unique)
+        deferred_update = None
         if update and self.sampler.learns:
             # After the draw, as TF's learned-unigram op: this step samples from the
             # counts of the steps before it.
-            self.sampler.update(labels)
-        true_logits, logits = _sl.sampled_logits(
-            weights, biases, labels, hidden, sampled_values, self.num_true,
-            self.subtract_log_q, self.remove_accidental_hits,
-            weight_rows=[self.num_classes])
+            if _replicas_in_sync() > 1:
+                deferred_update = lambda: self.sampler.update(labels)  # noqa: E731
+            else:
+                self.sampler.update(labels)
+        if self.samples_per == "example":
+            true_logits, logits = self._per_example_logits(
+                weights, biases, labels, hidden, sampled_values)
+        else:
+            true_logits, logits = _sl.sampled_logits(
+                weights, biases, labels, hidden, sampled_values, self.num_true,
+                self.subtract_log_q, self.remove_accidental_hits,
+                weight_rows=[int(w.shape[0]) for w in weights])
         if self._loss_kind == "softmax":
-            return _sl.softmax_loss(true_logits, logits, self.num_true)
-        return _sl.logistic_loss(true_logits, logits, self._true_target(self.num_true))
+            loss = _sl.softmax_loss(true_logits, logits, self.num_true)
+        else:
+            loss = _sl.logistic_loss(true_logits, logits, self._true_target(self.num_true))
+        return loss if deferred_update is None else _run_in_backward(loss, deferred_update)
+
+    def _per_example_logits(self, weights, biases, labels, hidden, sampled_values):
+        # Half-precision inputs are cast up first, as in the shared path, so that large
+        # logits do not overflow in the batched dot products.
+        hidden = tf.cast(hidden, _sl.compute_dtype(hidden.dtype))
+        if biases is not None:
+            # The bias is one [num_classes] vector: concatenating its shards is cheap, and
+            # the gradient of the concatenation stays sparse (IndexedSlices per shard).
+            biases = biases[0] if len(biases) == 1 else tf.concat(biases, 0)
+        return _per_example.per_example_logits(
+            weights, biases, labels, hidden, sampled_values, num_true=self.num_true,
+            subtract_log_q=self.subtract_log_q,
+            remove_accidental_hits=self.remove_accidental_hits, num_classes=self.num_classes)
 
     def sampled_loss(self, inputs, labels):
         """The per-example sampled training loss (what a training call returns), without
@@ -231,15 +388,21 @@ class SampledHead(keras.layers.Layer):
         if not self.built:
             self.build(inputs.shape)
         weights, biases = self._weights_tf()
-        w = tf.cast(weights[0], dtype) if weights[0].dtype != dtype else weights[0]
         inputs = tf.cast(inputs, dtype)
-        if inputs.shape.rank == 2:
-            out = tf.matmul(inputs, w, transpose_b=True)
-        else:
-            out = tf.tensordot(inputs, w, [[inputs.shape.rank - 1], [1]])
-        if biases is not None:
-            out += tf.cast(biases[0], dtype)
-        return out
+        parts = []
+        for i, w in enumerate(weights):
+            # Each shard's logits are computed where the shard lives: only the inputs and
+            # the [..., rows] logits move between devices, never the weights.
+            with self._shard_device(i):
+                w = tf.cast(w, dtype) if w.dtype != dtype else w
+                if inputs.shape.rank == 2:
+                    out = tf.matmul(inputs, w, transpose_b=True)
+                else:
+                    out = tf.tensordot(inputs, w, [[inputs.shape.rank - 1], [1]])
+                if biases is not None:
+                    out += tf.cast(biases[i], dtype)
+            parts.append(out)
+        return parts[0] if len(parts) == 1 else tf.concat(parts, -1)
 
     def log_prob(self, inputs):
         """Full-softmax log-probabilities `[..., num_classes]` of every class."""
@@ -331,11 +494,14 @@ class SampledHead(keras.layers.Layer):
             "unique": self.unique,
             "top_k": self.top_k,
             "seed": self.seed,
+            "samples_per": self.samples_per,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
             "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            "num_shards": self.num_shards,
+            "shard_devices": self.shard_devices,
         })
         return config

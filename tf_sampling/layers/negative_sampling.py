@@ -23,13 +23,19 @@ class NegativeSampling(SampledHead):
     The arguments are those of `tf_sampling.layers.SampledSoftmax`, with defaults
     `remove_accidental_hits=False`, `subtract_log_q=False`. For word2vec pass
     `sampler=tfs.samplers.FixedUnigramSampler(counts=..., distortion=0.75)`,
-    `unique=False`, `use_bias=False`, and a small `num_sampled` (5 to 20).
+    `unique=False`, `use_bias=False`, a small `num_sampled` (5 to 20), and
+    `samples_per="example"`: word2vec gives every (center, context) pair its own
+    `num_sampled` negatives, whereas the default `samples_per="batch"` (as TF) shares one
+    set of negatives across the batch. With per-example draws the loss of an example is
+    exactly `tfs.losses.per_example_negative_sampling_loss` (for `num_true=1`).
 
     Example:
     >>> words = keras.Input((), dtype="int32")
     >>> contexts = keras.Input((), dtype="int32")
     >>> vectors = keras.layers.Embedding(V, 100)(words)
-    >>> head = tfs.layers.NegativeSampling(V, num_sampled=5, use_bias=False)
+    >>> noise = tfs.samplers.FixedUnigramSampler(V, counts=word_counts, distortion=0.75)
+    >>> head = tfs.layers.NegativeSampling(V, num_sampled=5, sampler=noise, unique=False,
+    ...                                    use_bias=False, samples_per="example")
     >>> model = keras.Model([words, contexts], head([vectors, contexts]))
     >>> model.compile(optimizer="adam")
     """
@@ -38,9 +44,10 @@ class NegativeSampling(SampledHead):
 
     def __init__(self, num_classes, num_sampled, num_true=1, sampler="log_uniform",
                  tied_embedding=None, use_bias=True, remove_accidental_hits=False,
-                 subtract_log_q=False, unique=True, top_k=None, seed=None, **kwargs):
+                 subtract_log_q=False, unique=True, top_k=None, seed=None, samples_per="batch",
+                 **kwargs):
         super().__init__(
             num_classes, num_sampled, num_true=num_true, sampler=sampler,
             tied_embedding=tied_embedding, use_bias=use_bias,
             remove_accidental_hits=remove_accidental_hits, subtract_log_q=subtract_log_q,
-            unique=unique, top_k=top_k, seed=seed, **kwargs)
+            unique=unique, top_k=top_k, seed=seed, samples_per=samples_per, **kwargs)

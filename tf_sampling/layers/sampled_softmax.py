@@ -26,7 +26,8 @@ class SampledSoftmax(SampledHead):
 
     Args:
         num_classes: number of output classes.
-        num_sampled: classes sampled per training step (shared by the batch).
+        num_sampled: classes sampled per training step, shared by the batch (or drawn
+            for each example with `samples_per="example"`).
         num_true: true classes per example; `labels` is `[batch]` or `[batch, num_true]`,
             int32 or int64. Each true class gets target 1/num_true.
         sampler: a `tf_sampling.samplers.CandidateSampler` instance, or a name
@@ -46,8 +47,36 @@ class SampledSoftmax(SampledHead):
         top_k: if set, inference returns `(values, indices)` of the `top_k` largest
             log-probabilities instead of all of them.
         seed: seed of the sampler when `sampler` is given by name.
+        samples_per: "batch" (default, as TF): one sample of `num_sampled` classes shared
+            by the whole batch, scored with one `[batch, dim] x [dim, num_sampled]` matmul.
+            "example": each example gets its own `num_sampled` draws from the sampler (as
+            word2vec), with its own expected counts (`tfs.losses.sample_per_example`;
+            with `unique=True` the draws are distinct within each example). The flops are
+            the same, but `batch * num_sampled` weight rows are gathered (and get
+            gradient rows) instead of `num_sampled`, so it costs more memory traffic.
+            Accidental hits are those of each example's own draws.
         kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
         kernel_constraint, bias_constraint: as in `keras.layers.Dense`.
+        num_shards: split the kernel and bias row-wise into this many variables
+            (`kernel_shards`, `bias_shards`; TF's "div" layout: the first
+            `num_classes % num_shards` shards get one row more). Training gathers only
+            the true and sampled rows from each shard, as TF's partitioned
+            `sampled_softmax_loss`; inference multiplies by each shard where it lives and
+            concatenates the logits. Under `ParameterServerStrategy` each shard is a
+            variable of its own, placed round-robin on the parameter servers. The
+            initializer draws the full matrix once (on the host) and splits it, so a
+            sharded head starts from the weights of the unsharded one with the same seed;
+            regularizers and constraints apply to each shard. Not with `tied_embedding`.
+        shard_devices: optional device names (e.g. `["/gpu:0", "/gpu:1"]`); shard `i` is
+            created, and its logits computed, on `shard_devices[i % len]` (model
+            parallelism on one machine). Ignored inside a `tf.distribute` strategy, which
+            places variables itself.
+
+    Under a `tf.distribute` strategy with more than one replica, a learning sampler is
+    updated in the backward pass of the training step (once per step, with the labels of
+    every replica), not in the forward pass: see `_run_in_backward` in
+    `tf_sampling/layers/_sampled_head.py`. A training call whose loss is never
+    differentiated then does not update it.
 
     The weights are float32 under mixed precision and the loss and log-probabilities are
     computed in float32. `supports_jit` is the sampler's `supports_xla`, so Keras'
@@ -70,9 +99,10 @@ class SampledSoftmax(SampledHead):
 
     def __init__(self, num_classes, num_sampled, num_true=1, sampler="log_uniform",
                  tied_embedding=None, use_bias=True, remove_accidental_hits=True,
-                 subtract_log_q=True, unique=True, top_k=None, seed=None, **kwargs):
+                 subtract_log_q=True, unique=True, top_k=None, seed=None, samples_per="batch",
+                 **kwargs):
         super().__init__(
             num_classes, num_sampled, num_true=num_true, sampler=sampler,
             tied_embedding=tied_embedding, use_bias=use_bias,
             remove_accidental_hits=remove_accidental_hits, subtract_log_q=subtract_log_q,
-            unique=unique, top_k=top_k, seed=seed, **kwargs)
+            unique=unique, top_k=top_k, seed=seed, samples_per=samples_per, **kwargs)

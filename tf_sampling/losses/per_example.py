@@ -300,8 +300,10 @@ def _per_example_logits(weights, biases, labels, inputs, num_sampled, num_classe
         num_classes=num_classes))
 
 
-def _targets(logits, num_true):
-    true_target = tf.constant(1.0 / num_true, logits.true.dtype)
+def _targets(logits, num_true, true_target=None):
+    if true_target is None:
+        true_target = 1.0 / num_true
+    true_target = tf.constant(true_target, logits.true.dtype)
     return tf.concat([tf.fill(tf.shape(logits.true), true_target),
                       tf.zeros_like(logits.sampled)], 1)
 
@@ -348,12 +350,21 @@ def per_example_nce_loss(weights, biases, labels, inputs, num_sampled, num_class
     False, as in TF. The per-example loss is the sum over the example's true and sampled
     logits of the sigmoid cross-entropy (true targets `1/num_true`, sampled targets 0).
     """
-    with tf.name_scope(name or "per_example_nce_loss"):
+    return _per_example_logistic_loss(
+        weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampler,
+        sampled_values, remove_accidental_hits, subtract_log_q, unique, seed,
+        name or "per_example_nce_loss", true_target=1.0 / num_true)
+
+
+def _per_example_logistic_loss(weights, biases, labels, inputs, num_sampled, num_classes,
+                               num_true, sampler, sampled_values, remove_accidental_hits,
+                               subtract_log_q, unique, seed, name, true_target):
+    with tf.name_scope(name):
         logits = _per_example_logits(
             weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampler,
             sampled_values, remove_accidental_hits, subtract_log_q, unique, seed)
         per_logit = tf.nn.sigmoid_cross_entropy_with_logits(
-            labels=_targets(logits, num_true), logits=tf.concat(logits, 1))
+            labels=_targets(logits, num_true, true_target), logits=tf.concat(logits, 1))
         return tf.reduce_sum(per_logit, axis=1)
 
 
@@ -365,16 +376,16 @@ def per_example_negative_sampling_loss(weights, biases, labels, inputs, num_samp
     """word2vec's negative sampling (SGNS) with each example's own negatives, as word2vec
     draws them: `-log sigmoid(z_true) - sum_k log sigmoid(-z_k)` for `num_true=1`.
 
-    It is `per_example_nce_loss` without the log Q correction (`subtract_log_q=False`).
-    Arguments as `per_example_sampled_softmax_loss`.
+    It is `per_example_nce_loss` without the log Q correction (`subtract_log_q=False`)
+    and with target 1 for every true class (as `negative_sampling_loss`; NCE uses
+    1/num_true). Arguments as `per_example_sampled_softmax_loss`.
 
     Example:
     >>> s = tfs.samplers.UniformSampler(num_classes=V, seed=0)   # word2vec uses unigram^0.75
     >>> loss = tfs.losses.per_example_negative_sampling_loss(
     ...     out_emb, None, context[:, None], center_vec, num_sampled=5, sampler=s)
     """
-    return per_example_nce_loss(
-        weights, biases, labels, inputs, num_sampled, num_classes=num_classes,
-        num_true=num_true, sampler=sampler, sampled_values=sampled_values,
-        remove_accidental_hits=remove_accidental_hits, subtract_log_q=subtract_log_q,
-        unique=unique, seed=seed, name=name or "per_example_negative_sampling_loss")
+    return _per_example_logistic_loss(
+        weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampler,
+        sampled_values, remove_accidental_hits, subtract_log_q, unique, seed,
+        name or "per_example_negative_sampling_loss", true_target=1.0)

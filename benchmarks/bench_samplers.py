@@ -1,0 +1,260 @@
+"""Candidate samplers: draw throughput and latency, alias-table build time, dynamic sampler.
+
+One run prints one table, with three sections:
+
+1. draws: ms per call and Msamples/s, for V in {1e5, 1e6, 1e7} and num_sampled in
+   {8192, 1e6}, of `tfs.ops.alias_sample` (the compiled op), its pure-TF fallback,
+   `tf.random.fixed_unigram_candidate_sampler`, `tf.random.learned_unigram_candidate_sampler`
+   (all non-unique, in a `tf.function`) and NumPy's `Generator.choice(p=...)`; plus unique
+   draws of 8192 (the usual training case) for the op and TF's two samplers.
+2. build: `tfs.ops.alias_build` (op and fallback) against V.
+3. dynamic: one training-like step, update with 1024 labels then sample 8192 unique
+   candidates (with expected counts), `tfs.samplers.DynamicAliasSampler` against
+   `tf.random.learned_unigram_candidate_sampler` (which updates from `true_classes`).
+
+The "vs op" column is the method's time over the op's time in the same run and row group
+(> 1: the op is faster). Weights/labels are Zipfian (1/rank). Goals (issue 3), checked at
+the end for V = 1e6: op >= 5x TF's fixed and learned samplers per call; >= 100 Msamples/s
+on one thread at 1e6 draws per call; build <= 15 ms on one thread.
+
+Timing: median wall time of calls after 2 warm-up calls, repeated for at least
+`--min-time` seconds (and 3 calls). `--threads 1` (default) pins TF to one intra-op and
+one inter-op thread, so the figures are per core; `--threads 0` lets TF use all cores.
+
+Usage:
+    python benchmarks/bench_samplers.py                          # full run
+    python benchmarks/bench_samplers.py --vocab 1e5,1e6 --num-sampled 8192 --min-time 0.2
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    as_ints = lambda s: [int(float(x)) for x in s.split(",") if x]  # noqa: E731
+    p.add_argument("--vocab", type=as_ints, default=[100_000, 1_000_000, 10_000_000])
+    p.add_argument("--num-sampled", type=as_ints, default=[8192, 1_000_000])
+    p.add_argument("--threads", type=int, default=1, help="TF intra/inter-op threads (0: all)")
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls per row")
+    p.add_argument("--labels", type=int, default=1024, help="labels per dynamic step")
+    p.add_argument("--dynamic-sampled", type=int, default=8192)
+    p.add_argument("--skip", default="", help="comma-separated methods to skip, e.g. numpy")
+    return p.parse_args()
+
+
+ARGS = parse_args()
+if ARGS.threads:
+    tf.config.threading.set_intra_op_parallelism_threads(ARGS.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(ARGS.threads)
+
+import tf_sampling as tfs  # noqa: E402
+
+ROWS = []  # (section, V, num_sampled, method, ms, note)
+
+
+def timed(fn, min_time):
+    """Median seconds per call of fn() (which must finish its work before returning)."""
+    for _ in range(2):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def add(section, v, n, method, seconds, note=""):
+    ROWS.append((section, v, n, method, seconds * 1e3, note))
+    print(f"  {section:8s} V={v:>9,d} n={n:>9,d} {method:34s} {seconds * 1e3:10.3f} ms",
+          flush=True)
+
+
+def zipf(v):
+    return (1.0 / np.arange(1, v + 1)).astype(np.float64)
+
+
+def skipped(name):
+    return name in ARGS.skip.split(",")
+
+
+def draws(v):
+    w = zipf(v)
+    table = tfs.ops.alias_build(w.astype(np.float32))
+    unigrams = w.tolist()
+    true = tf.zeros([1, 1], tf.int64)
+    seed = tf.constant([1, 2], tf.int64)
+    for n in ARGS.num_sampled:
+        cases = {}
+        if tfs.ops.custom_ops_available():
+            cases["alias op"] = tf.function(
+                lambda: tfs.ops.alias_sample(*table, n, seed, use_custom_op=True))
+        if not skipped("fallback"):
+            cases["alias pure-TF fallback"] = tf.function(
+                lambda: tfs.ops.alias_sample(*table, n, seed, use_custom_op=False))
+        if not skipped("fixed"):
+            cases["tf fixed_unigram"] = tf.function(
+                lambda: tf.random.fixed_unigram_candidate_sampler(
+                    true, 1, n, unique=False, range_max=v, unigrams=unigrams, seed=3)[0])
+        if not skipped("learned"):
+            cases["tf learned_unigram"] = tf.function(
+                lambda: tf.random.learned_unigram_candidate_sampler(
+                    true, 1, n, unique=False, range_max=v, seed=3)[0])
+        for name, fn in cases.items():
+            add("draws", v, n, name, timed(fn, ARGS.min_time))
+        if not skipped("numpy"):
+            rng = np.random.default_rng(0)
+            p = w / w.sum()
+            add("draws", v, n, "numpy Generator.choice(p=)",
+                timed(lambda: rng.choice(v, size=n, p=p), ARGS.min_time))
+    # Unique draws of 8192 (rejection of repeats), the usual training case.
+    n = 8192
+    cases = {}
+    if tfs.ops.custom_ops_available():
+        cases["alias op, unique"] = tf.function(
+            lambda: tfs.ops.alias_sample(*table, n, seed, unique=True, use_custom_op=True)[0])
+    if not skipped("fixed"):
+        cases["tf fixed_unigram, unique"] = tf.function(
+            lambda: tf.random.fixed_unigram_candidate_sampler(
+                true, 1, n, unique=True, range_max=v, unigrams=unigrams, seed=3)[0])
+    if not skipped("learned"):
+        cases["tf learned_unigram, unique"] = tf.function(
+            lambda: tf.random.learned_unigram_candidate_sampler(
+                true, 1, n, unique=True, range_max=v, seed=3)[0])
+    for name, fn in cases.items():
+        add("unique", v, n, name, timed(fn, ARGS.min_time))
+
+
+def build(v):
+    w = tf.constant(zipf(v).astype(np.float32))
+    if tfs.ops.custom_ops_available():
+        f = tf.function(lambda: tfs.ops.alias_build(w, use_custom_op=True))
+        add("build", v, 0, "alias op", timed(f, ARGS.min_time))
+    if not skipped("fallback"):
+        f = tf.function(lambda: tfs.ops.alias_build(w, use_custom_op=False))
+        add("build", v, 0, "alias pure-TF fallback", timed(f, ARGS.min_time))
+
+
+def dynamic(v):
+    rng = np.random.default_rng(0)
+    batches = [tf.constant((rng.zipf(1.2, (ARGS.labels, 1)) - 1) % v, tf.int64)
+               for _ in range(16)]
+    k = ARGS.dynamic_sampled
+    s = tfs.samplers.DynamicAliasSampler(v, seed=1)
+
+    @tf.function
+    def ours(labels):
+        s.update(labels)
+        out = s.sample(labels, k)
+        return out.sampled_candidates, out.true_expected_count
+
+    @tf.function
+    def tf_learned(labels):
+        out = tf.random.learned_unigram_candidate_sampler(labels, 1, k, unique=True,
+                                                          range_max=v, seed=3)
+        return out[0], out[1]
+
+    def step_time(fn):
+        it = iter(range(10**9))
+        return timed(lambda: fn(batches[next(it) % len(batches)]), ARGS.min_time)
+
+    what = f"update {ARGS.labels} labels + sample {k} unique"
+    calls_before = int(s.seed_generator.state.numpy()[1])
+    seconds = step_time(ours)
+    calls = int(s.seed_generator.state.numpy()[1]) - calls_before
+    add("dynamic", v, k, "DynamicAliasSampler", seconds,
+        note=f"{what}; {int(s.num_rebuilds.numpy())} table rebuilds in {calls} steps")
+    if not skipped("learned"):
+        add("dynamic", v, k, "tf learned_unigram", step_time(tf_learned), note=what)
+
+
+def print_table():
+    ref = {}
+    for section, v, n, method, ms, _ in ROWS:
+        if method.startswith("alias op") or method == "DynamicAliasSampler":
+            ref[(section, v, n)] = ms
+    print()
+    print(f"## Samplers benchmark: TF {tf.__version__}, {platform.processor() or platform.machine()}"
+          f", {os.cpu_count()} cores, TF threads: {ARGS.threads or 'all'}; custom ops "
+          f"{'loaded' if tfs.ops.custom_ops_available() else 'NOT loaded'}")
+    print()
+    print("| section | V | num_sampled | method | ms / call | Msamples/s | vs op | note |")
+    print("|---|---|---|---|---|---|---|---|")
+    for section, v, n, method, ms, note in ROWS:
+        rate = f"{n / ms / 1e3:,.1f}" if n else ""
+        base = ref.get((section, v, n))
+        ratio = f"{ms / base:,.1f}x" if base and not method.startswith("alias op") and \
+            method != "DynamicAliasSampler" else ""
+        print(f"| {section} | {v:,} | {n:,} | {method} | {ms:,.3f} | {rate} | {ratio} | {note} |")
+
+
+def call_floor():
+    """Wall time of calling an empty tf.function: the part of a per-call time that no
+    sampler can remove."""
+    x = tf.constant(0)
+    return timed(tf.function(lambda: x + 1), ARGS.min_time)
+
+
+def print_goals():
+    v = 1_000_000
+    by = {(s, vv, n, m): ms for s, vv, n, m, ms, _ in ROWS}
+    print()
+    print("Goals at V = 1e6 (issue 3):")
+    for n in ARGS.num_sampled:
+        op = by.get(("draws", v, n, "alias op"))
+        for other in ("tf fixed_unigram", "tf learned_unigram"):
+            ms = by.get(("draws", v, n, other))
+            if op and ms:
+                r = ms / op
+                print(f"  op vs {other}, {n:,} draws: {r:.1f}x faster per call "
+                      f"({'met' if r >= 5 else 'MISSED'}: goal >= 5x)")
+    op = by.get(("unique", v, 8192, "alias op, unique"))
+    for other in ("tf fixed_unigram, unique", "tf learned_unigram, unique"):
+        ms = by.get(("unique", v, 8192, other))
+        if op and ms:
+            r = ms / op
+            print(f"  op vs {other}, 8,192 draws: {r:.1f}x faster per call "
+                  f"({'met' if r >= 5 else 'MISSED'}: goal >= 5x)")
+    op = by.get(("draws", v, 1_000_000, "alias op"))
+    if op:
+        rate = 1e6 / op / 1e3
+        note = "" if ARGS.threads == 1 else " (not single-threaded: run with --threads 1)"
+        print(f"  op throughput at 1e6 draws per call: {rate:.0f} Msamples/s "
+              f"({'met' if rate >= 100 else 'MISSED'}: goal >= 100 on one thread){note}")
+    b = by.get(("build", v, 0, "alias op"))
+    if b:
+        print(f"  op build: {b:.1f} ms ({'met' if b <= 15 else 'MISSED'}: goal <= 15 ms "
+              "on one thread)")
+
+
+def main():
+    print(f"custom ops available: {tfs.ops.custom_ops_available()}", flush=True)
+    for v in ARGS.vocab:
+        draws(v)
+    for v in ARGS.vocab:
+        build(v)
+    for v in ARGS.vocab:
+        dynamic(v)
+    floor = call_floor()
+    print_table()
+    print(f"\nPer-call floor: an empty tf.function call takes {floor * 1e3:.3f} ms here; at "
+          "8,192 draws it is most of the op's time.")
+    print_goals()
+
+
+if __name__ == "__main__":
+    main()

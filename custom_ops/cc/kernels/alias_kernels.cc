@@ -1,0 +1,368 @@
+// Kernels of the alias-table ops (registered in ops/alias_ops.cc).
+//
+// This file is compiled twice (custom_ops/Makefile): into the CPU library,
+// which registers the CPU kernels and must not depend on CUDA, and with
+// GOOGLE_CUDA=1 TF_SAMPLING_GPU_LIBRARY=1 into the GPU library, which
+// registers only the GPU kernels and is loaded after the CPU one. The device
+// code itself is in alias_kernels.cu.cc / alias_gpu.cu.h.
+
+#define EIGEN_USE_THREADS
+
+#include <atomic>
+#include <cmath>
+#include <functional>
+
+#include "kernels/alias_table.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+#if GOOGLE_CUDA
+#include "kernels/alias_kernels.h"
+#include "xla/stream_executor/stream.h"
+#endif
+
+#ifndef TF_SAMPLING_TF_VERSION
+#define TF_SAMPLING_TF_VERSION "unknown"
+#endif
+
+// The TensorFlow version this library was compiled against, for the Python
+// loader to read from the file before loading it (C++ ops have no ABI
+// stability across TF versions): tf_sampling/ops/_loader.py.
+extern "C" __attribute__((used, visibility("default")))
+const char tf_sampling_build_info[] =
+    "TF_SAMPLING_BUILT_WITH_TF=" TF_SAMPLING_TF_VERSION ";";
+
+namespace tensorflow {
+namespace tf_sampling_ops {
+
+namespace alias = ::tf_sampling::alias;
+
+// Draws per unit of parallel work: small calls stay on the calling thread.
+constexpr int64_t kDrawsPerShard = 16384;
+
+// The inputs of the sampling ops: prob, alias, [table_mass, extra_ids,
+// extra_cum,] num_samples, seed (the bracketed ones for the mixture ops).
+struct SampleArgs {
+  const float* prob = nullptr;
+  const int32* alias = nullptr;
+  int64_t n = 0;
+  int64_t num = 0;
+  alias::PhiloxKey key;
+  alias::Mixture mix;  // m == 0 unless a mixture op has extra ids
+};
+
+// Checks and reads the inputs; on bad input sets the context's status
+// (callers return if !ctx->status().ok()).
+template <typename Tnum, typename Tseed>
+void ReadSampleArgs(OpKernelContext* ctx, bool mixture, SampleArgs* args) {
+  const Tensor& prob = ctx->input(0);
+  const Tensor& alias_t = ctx->input(1);
+  const int num_index = mixture ? 5 : 2;
+  const Tensor& num_t = ctx->input(num_index);
+  const Tensor& seed = ctx->input(num_index + 1);
+  OP_REQUIRES(ctx, TensorShapeUtils::IsVector(prob.shape()),
+              errors::InvalidArgument("`prob` must be a vector, got shape ",
+                                      prob.shape().DebugString()));
+  OP_REQUIRES(ctx, prob.shape() == alias_t.shape(),
+              errors::InvalidArgument(
+                  "`prob` and `alias` must have the same shape, got ",
+                  prob.shape().DebugString(), " and ",
+                  alias_t.shape().DebugString()));
+  args->n = prob.NumElements();
+  OP_REQUIRES(ctx, args->n >= 1,
+              errors::InvalidArgument("the alias table is empty"));
+  OP_REQUIRES(ctx, args->n <= alias::kMaxClasses,
+              errors::InvalidArgument("the alias table has more than 2^31 - 1 "
+                                      "classes"));
+  OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(num_t.shape()),
+              errors::InvalidArgument("`num_samples` must be a scalar, got "
+                                      "shape ",
+                                      num_t.shape().DebugString()));
+  args->num = static_cast<int64_t>(num_t.scalar<Tnum>()());
+  OP_REQUIRES(ctx, args->num >= 0,
+              errors::InvalidArgument("`num_samples` must be >= 0, got ",
+                                      args->num));
+  OP_REQUIRES(ctx, seed.shape() == TensorShape({2}),
+              errors::InvalidArgument("`seed` must have shape [2], got ",
+                                      seed.shape().DebugString()));
+  const auto s = seed.flat<Tseed>();
+  args->key =
+      alias::MakeKey(static_cast<int64_t>(s(0)), static_cast<int64_t>(s(1)));
+  args->prob = prob.flat<float>().data();
+  args->alias = alias_t.flat<int32>().data();
+  if (!mixture) return;
+  const Tensor& mass = ctx->input(2);
+  const Tensor& ids = ctx->input(3);
+  const Tensor& cum = ctx->input(4);
+  OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(mass.shape()),
+              errors::InvalidArgument("`table_mass` must be a scalar"));
+  OP_REQUIRES(ctx,
+              TensorShapeUtils::IsVector(ids.shape()) && ids.shape() == cum.shape(),
+              errors::InvalidArgument(
+                  "`extra_ids` and `extra_cum` must be vectors of one length, "
+                  "got shapes ", ids.shape().DebugString(), " and ",
+                  cum.shape().DebugString()));
+  args->mix.table_mass = mass.scalar<double>()();
+  args->mix.m = ids.NumElements();
+  args->mix.ids = ids.flat<int64_t>().data();
+  args->mix.cum = cum.flat<double>().data();
+  const double total =
+      args->mix.table_mass +
+      (args->mix.m > 0 ? args->mix.cum[args->mix.m - 1] : 0.0);
+  OP_REQUIRES(ctx,
+              args->mix.table_mass >= 0.0 && std::isfinite(total) &&
+                  (args->mix.m == 0 || total > 0.0),
+              errors::InvalidArgument(
+                  "`table_mass` must be >= 0 and the total mass finite and "
+                  "positive, got table_mass = ", args->mix.table_mass,
+                  " and total ", total));
+}
+
+#if !TF_SAMPLING_GPU_LIBRARY
+
+template <typename T>
+class AliasBuildOp : public OpKernel {
+ public:
+  explicit AliasBuildOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& w = ctx->input(0);
+    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(w.shape()),
+                errors::InvalidArgument("`weights` must be a vector, got shape ",
+                                        w.shape().DebugString()));
+    const int64_t n = w.NumElements();
+    Tensor* prob = nullptr;
+    Tensor* alias_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, w.shape(), &prob));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &alias_t));
+    // One thread: the sweep is sequential and reads memory in order; at 1e6
+    // classes it takes a few milliseconds.
+    const alias::BuildStatus st =
+        alias::BuildSweep(w.flat<T>().data(), n, prob->flat<float>().data(),
+                          alias_t->flat<int32>().data());
+    OP_REQUIRES(ctx, st.code == alias::kBuildOk,
+                errors::InvalidArgument(alias::BuildErrorMessage(st)));
+  }
+};
+
+template <typename Tnum, typename Tseed, bool kMixture>
+class AliasSampleOp : public OpKernel {
+ public:
+  explicit AliasSampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    SampleArgs a;
+    ReadSampleArgs<Tnum, Tseed>(ctx, kMixture, &a);
+    if (!ctx->status().ok()) return;
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({a.num}), &out));
+    int64_t* dst = out->flat<int64_t>().data();
+    std::atomic<bool> ok(true);
+    // Draw t depends only on (seed, t), so any split of [0, num) gives the
+    // same output.
+    auto work = [&](int64_t begin, int64_t end) {
+      const int64_t lo = begin * kDrawsPerShard;
+      const int64_t hi = std::min(a.num, end * kDrawsPerShard);
+      if (!alias::DrawMixtureRange(a.prob, a.alias, a.n, a.key, a.mix, lo, hi,
+                                   dst + lo)) {
+        ok.store(false);
+      }
+    };
+    const int64_t units = (a.num + kDrawsPerShard - 1) / kDrawsPerShard;
+    if (units <= 1) {
+      work(0, units);
+    } else {
+      auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+      Shard(workers->num_threads, workers->workers, units,
+            /*cost_per_unit=*/kDrawsPerShard * 40, work);
+    }
+    OP_REQUIRES(ctx, ok.load(),
+                errors::InvalidArgument(
+                    "`alias` or `extra_ids` has entries outside [0, ", a.n,
+                    "): not a table made by alias_build"));
+  }
+};
+
+template <typename Tnum, typename Tseed, bool kMixture>
+class AliasSampleUniqueOp : public OpKernel {
+ public:
+  explicit AliasSampleUniqueOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    SampleArgs a;
+    ReadSampleArgs<Tnum, Tseed>(ctx, kMixture, &a);
+    if (!ctx->status().ok()) return;
+    OP_REQUIRES(ctx, a.num <= a.n,
+                errors::InvalidArgument("`num_samples` = ", a.num,
+                                        " distinct classes requested from a "
+                                        "table of ", a.n, " classes"));
+    Tensor* out = nullptr;
+    Tensor* tries = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({a.num}), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({}), &tries));
+    tries->scalar<int64_t>()() = 0;
+    if (a.num == 0) return;
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+    auto parallel_for = [&](int64_t total,
+                            const std::function<void(int64_t, int64_t)>& fn) {
+      Shard(workers->num_threads, workers->workers, total,
+            /*cost_per_unit=*/4096 * 40, fn);
+    };
+    int64_t num_tries = 0, support = -1;
+    const int rc = alias::SampleUnique(a.prob, a.alias, a.n, a.key, a.mix,
+                                       a.num, out->flat<int64_t>().data(),
+                                       &num_tries, &support, parallel_for);
+    OP_REQUIRES(ctx, rc != alias::kUniqueBadAlias,
+                errors::InvalidArgument(
+                    "`alias` or `extra_ids` has entries outside [0, ", a.n,
+                    "): not a table made by alias_build"));
+    OP_REQUIRES(ctx, rc != alias::kUniqueTooFew,
+                errors::InvalidArgument(
+                    "only ", support, " classes have a positive probability; "
+                    "cannot draw `num_samples` = ", a.num, " distinct ones"));
+    OP_REQUIRES(ctx, rc == alias::kUniqueOk,
+                errors::InvalidArgument("no ", a.num, " distinct classes after "
+                                        "2^36 draws"));
+    tries->scalar<int64_t>()() = num_tries;
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasBuild")
+                            .Device(DEVICE_CPU)
+                            .TypeConstraint<float>("T"),
+                        AliasBuildOp<float>);
+REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasBuild")
+                            .Device(DEVICE_CPU)
+                            .TypeConstraint<double>("T"),
+                        AliasBuildOp<double>);
+
+#define REGISTER_SAMPLE_CPU(Tnum, Tseed)                                  \
+  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasSample")                  \
+                              .Device(DEVICE_CPU)                         \
+                              .TypeConstraint<Tnum>("Tnum")               \
+                              .TypeConstraint<Tseed>("Tseed"),            \
+                          AliasSampleOp<Tnum, Tseed, false>);             \
+  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasSampleUnique")            \
+                              .Device(DEVICE_CPU)                         \
+                              .TypeConstraint<Tnum>("Tnum")               \
+                              .TypeConstraint<Tseed>("Tseed"),            \
+                          AliasSampleUniqueOp<Tnum, Tseed, false>);       \
+  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasMixtureSample")           \
+                              .Device(DEVICE_CPU)                         \
+                              .TypeConstraint<Tnum>("Tnum")               \
+                              .TypeConstraint<Tseed>("Tseed"),            \
+                          AliasSampleOp<Tnum, Tseed, true>);              \
+  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasMixtureSampleUnique")     \
+                              .Device(DEVICE_CPU)                         \
+                              .TypeConstraint<Tnum>("Tnum")               \
+                              .TypeConstraint<Tseed>("Tseed"),            \
+                          AliasSampleUniqueOp<Tnum, Tseed, true>);
+
+REGISTER_SAMPLE_CPU(int32, int32)
+REGISTER_SAMPLE_CPU(int32, int64_t)
+REGISTER_SAMPLE_CPU(int64_t, int32)
+REGISTER_SAMPLE_CPU(int64_t, int64_t)
+#undef REGISTER_SAMPLE_CPU
+
+#endif  // !TF_SAMPLING_GPU_LIBRARY
+
+#if GOOGLE_CUDA
+
+namespace {
+void* GpuStream(OpKernelContext* ctx) {
+  return ctx->op_device_context()->stream()->platform_specific_handle().stream;
+}
+}  // namespace
+
+template <typename T>
+class AliasBuildGpuOp : public OpKernel {
+ public:
+  explicit AliasBuildGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& w = ctx->input(0);
+    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(w.shape()),
+                errors::InvalidArgument("`weights` must be a vector, got shape ",
+                                        w.shape().DebugString()));
+    const int64_t n = w.NumElements();
+    Tensor* prob = nullptr;
+    Tensor* alias_t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, w.shape(), &prob));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &alias_t));
+    alias::BuildStatus st{alias::kBuildOk, -1, 0.0};
+    if (n == 0) st.code = alias::kBuildEmpty;
+    if (n > alias::kMaxClasses) st.code = alias::kBuildTooLarge;
+    OP_REQUIRES(ctx, st.code == alias::kBuildOk,
+                errors::InvalidArgument(alias::BuildErrorMessage(st)));
+    Tensor scratch;
+    const int64_t bytes =
+        static_cast<int64_t>(::tf_sampling::gpu_launch::BuildScratchBytes(n));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(DT_INT8, TensorShape({bytes}),
+                                           &scratch));
+    // Waits for the stream: invalid weights must become an error here.
+    const int err = ::tf_sampling::gpu_launch::Build<T>(
+        w.flat<T>().data(), n, prob->flat<float>().data(),
+        alias_t->flat<int32>().data(), scratch.flat<int8>().data(),
+        GpuStream(ctx), &st);
+    OP_REQUIRES(ctx, err == 0,
+                errors::Internal("alias build on the GPU failed: ",
+                                 ::tf_sampling::gpu_launch::ErrorString(err)));
+    OP_REQUIRES(ctx, st.code == alias::kBuildOk,
+                errors::InvalidArgument(alias::BuildErrorMessage(st)));
+  }
+};
+
+template <typename Tnum, typename Tseed>
+class AliasSampleGpuOp : public OpKernel {
+ public:
+  explicit AliasSampleGpuOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    SampleArgs a;
+    ReadSampleArgs<Tnum, Tseed>(ctx, /*mixture=*/false, &a);
+    if (!ctx->status().ok()) return;
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({a.num}), &out));
+    // A corrupted alias entry yields the bucket id on the GPU (no error is
+    // reported, to avoid a device-to-host sync per call; no bad read happens).
+    const int err = ::tf_sampling::gpu_launch::Sample(
+        a.prob, a.alias, a.n, a.key, a.num, out->flat<int64_t>().data(),
+        GpuStream(ctx));
+    OP_REQUIRES(ctx, err == 0,
+                errors::Internal("alias sampling on the GPU failed: ",
+                                 ::tf_sampling::gpu_launch::ErrorString(err)));
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasBuild")
+                            .Device(DEVICE_GPU)
+                            .TypeConstraint<float>("T"),
+                        AliasBuildGpuOp<float>);
+REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasBuild")
+                            .Device(DEVICE_GPU)
+                            .TypeConstraint<double>("T"),
+                        AliasBuildGpuOp<double>);
+
+// num_samples and seed are read on the host; unique sampling (sequential by
+// nature) has only a CPU kernel, which the placer picks automatically.
+#define REGISTER_SAMPLE_GPU(Tnum, Tseed)                         \
+  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasSample")         \
+                              .Device(DEVICE_GPU)                \
+                              .HostMemory("num_samples")         \
+                              .HostMemory("seed")                \
+                              .TypeConstraint<Tnum>("Tnum")      \
+                              .TypeConstraint<Tseed>("Tseed"),   \
+                          AliasSampleGpuOp<Tnum, Tseed>);
+
+REGISTER_SAMPLE_GPU(int32, int32)
+REGISTER_SAMPLE_GPU(int32, int64_t)
+REGISTER_SAMPLE_GPU(int64_t, int32)
+REGISTER_SAMPLE_GPU(int64_t, int64_t)
+#undef REGISTER_SAMPLE_GPU
+
+#endif  // GOOGLE_CUDA
+
+}  // namespace tf_sampling_ops
+}  // namespace tensorflow

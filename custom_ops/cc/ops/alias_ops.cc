@@ -1,0 +1,167 @@
+// Op registrations of the alias-table sampler. Kernels: kernels/alias_kernels.cc
+// (CPU, and GPU with GOOGLE_CUDA), algorithm: kernels/alias_table.h.
+
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tensorflow {
+namespace {
+
+using shape_inference::DimensionHandle;
+using shape_inference::InferenceContext;
+using shape_inference::ShapeHandle;
+
+// prob and alias: vectors of one length; num_samples: scalar; seed: [2].
+absl::Status CheckSampleInputs(InferenceContext* c, ShapeHandle* table) {
+  ShapeHandle prob, alias, unused;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &prob));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &alias));
+  TF_RETURN_IF_ERROR(c->Merge(prob, alias, table));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 0, &unused));
+  ShapeHandle seed;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &seed));
+  DimensionHandle two;
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(seed, 0), 2, &two));
+  return absl::OkStatus();
+}
+
+// The mixture ops: prob, alias, table_mass (scalar), extra_ids and extra_cum
+// (vectors of one length), num_samples, seed.
+absl::Status CheckMixtureInputs(InferenceContext* c) {
+  ShapeHandle prob, alias, table, unused, ids, cum, extra, seed;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &prob));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &alias));
+  TF_RETURN_IF_ERROR(c->Merge(prob, alias, &table));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 0, &unused));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &ids));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 1, &cum));
+  TF_RETURN_IF_ERROR(c->Merge(ids, cum, &extra));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 0, &unused));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 1, &seed));
+  DimensionHandle two;
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(seed, 0), 2, &two));
+  return absl::OkStatus();
+}
+
+absl::Status MixtureSampleShape(InferenceContext* c) {
+  TF_RETURN_IF_ERROR(CheckMixtureInputs(c));
+  DimensionHandle num;
+  TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(5, &num));
+  c->set_output(0, c->Vector(num));
+  return absl::OkStatus();
+}
+
+absl::Status MixtureSampleUniqueShape(InferenceContext* c) {
+  TF_RETURN_IF_ERROR(MixtureSampleShape(c));
+  c->set_output(1, c->Scalar());
+  return absl::OkStatus();
+}
+
+absl::Status SampleShape(InferenceContext* c) {
+  ShapeHandle table;
+  TF_RETURN_IF_ERROR(CheckSampleInputs(c, &table));
+  DimensionHandle num;
+  TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(2, &num));
+  c->set_output(0, c->Vector(num));
+  return absl::OkStatus();
+}
+
+absl::Status SampleUniqueShape(InferenceContext* c) {
+  TF_RETURN_IF_ERROR(SampleShape(c));
+  c->set_output(1, c->Scalar());
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+REGISTER_OP("TfSampling>AliasBuild")
+    .Input("weights: T")
+    .Output("prob: float")
+    .Output("alias: int32")
+    .Attr("T: {float, double}")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle w;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &w));
+      c->set_output(0, w);
+      c->set_output(1, w);
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+Builds an alias table from non-negative weights (sweep variant of Vose's
+method; see alias_table.h). Bucket i keeps class i with probability prob[i]
+and gives class alias[i] otherwise. Negative, NaN, infinite or all-zero
+weights are InvalidArgument; zero weights are never drawn.
+)doc");
+
+REGISTER_OP("TfSampling>AliasSample")
+    .Input("prob: float")
+    .Input("alias: int32")
+    .Input("num_samples: Tnum")
+    .Input("seed: Tseed")
+    .Output("samples: int64")
+    .Attr("Tnum: {int32, int64} = DT_INT32")
+    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .SetShapeFn(SampleShape)
+    .Doc(R"doc(
+Draws num_samples i.i.d. class ids from an alias table. Draw t uses the
+Philox-4x32-10 block (t / 2) keyed by `seed`, so the result depends only on the
+table, the seed and t: not on the thread count or the device.
+)doc");
+
+REGISTER_OP("TfSampling>AliasSampleUnique")
+    .Input("prob: float")
+    .Input("alias: int32")
+    .Input("num_samples: Tnum")
+    .Input("seed: Tseed")
+    .Output("samples: int64")
+    .Output("num_tries: int64")
+    .Attr("Tnum: {int32, int64} = DT_INT32")
+    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .SetShapeFn(SampleUniqueShape)
+    .Doc(R"doc(
+The first num_samples distinct ids of the AliasSample stream for `seed`, and
+num_tries, the number of draws of that stream it took; the expected count of a
+class of probability p is then 1 - (1 - p)^num_tries. InvalidArgument if fewer
+than num_samples classes have a positive probability.
+)doc");
+
+REGISTER_OP("TfSampling>AliasMixtureSample")
+    .Input("prob: float")
+    .Input("alias: int32")
+    .Input("table_mass: double")
+    .Input("extra_ids: int64")
+    .Input("extra_cum: double")
+    .Input("num_samples: Tnum")
+    .Input("seed: Tseed")
+    .Output("samples: int64")
+    .Attr("Tnum: {int32, int64} = DT_INT32")
+    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .SetShapeFn(MixtureSampleShape)
+    .Doc(R"doc(
+Draws from the mixture of an alias table of mass `table_mass` and a weighted
+list (`extra_ids`, with running weight sums `extra_cum`): a draw is from the
+table with probability table_mass / (table_mass + extra_cum[-1]), else the
+list entry k with probability proportional to its weight. With an empty list
+this is AliasSample (same stream). DynamicAliasSampler keeps its weight
+increments since the last table build in the list.
+)doc");
+
+REGISTER_OP("TfSampling>AliasMixtureSampleUnique")
+    .Input("prob: float")
+    .Input("alias: int32")
+    .Input("table_mass: double")
+    .Input("extra_ids: int64")
+    .Input("extra_cum: double")
+    .Input("num_samples: Tnum")
+    .Input("seed: Tseed")
+    .Output("samples: int64")
+    .Output("num_tries: int64")
+    .Attr("Tnum: {int32, int64} = DT_INT32")
+    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .SetShapeFn(MixtureSampleUniqueShape)
+    .Doc(R"doc(
+AliasSampleUnique for the AliasMixtureSample stream.
+)doc");
+
+}  // namespace tensorflow

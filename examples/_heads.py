@@ -1,0 +1,131 @@
+"""Output heads for the examples: the exact full softmax, and the package's heads by name.
+
+`FullSoftmax` follows the package's head convention (`[inputs, labels]` while training,
+`add_loss` of the mean loss, per-example loss returned; full log-probabilities otherwise),
+so that the examples swap heads without changing anything else. It is the reference the
+sampled heads are timed and scored against.
+
+Example:
+>>> head = make_head("sampled", num_classes=V, counts=vocab.counts, num_sampled=512)
+>>> out = head([hidden, labels])
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+
+import tf_sampling as tfs
+
+HEADS = ("full", "sampled", "nce", "negative", "hierarchical")
+
+
+@keras.saving.register_keras_serializable(package="tf_sampling_examples")
+class FullSoftmax(keras.layers.Layer):
+    """Dense softmax output layer over all `num_classes` classes (the exact reference).
+
+    Called on `[inputs, labels]` it adds the mean cross-entropy with `add_loss`; in
+    training it returns the per-example loss, otherwise the log-probabilities
+    `[..., num_classes]`.
+    """
+
+    def __init__(self, num_classes, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"`num_classes` must be a positive integer, got {num_classes!r}.")
+        self.num_classes = num_classes
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        hidden = input_shape[0] if isinstance(input_shape[0], (list, tuple)) else input_shape
+        self.kernel = self.add_weight(name="kernel", shape=(self.num_classes, hidden[-1]),
+                                      initializer=self.kernel_initializer)
+        self.bias = self.add_weight(name="bias", shape=(self.num_classes,),
+                                    initializer="zeros")
+
+    def logits(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        out = tf.tensordot(inputs, tf.convert_to_tensor(self.kernel),
+                           [[inputs.shape.rank - 1], [1]])
+        return out + tf.convert_to_tensor(self.bias)
+
+    def log_prob(self, inputs):
+        return tf.nn.log_softmax(self.logits(inputs))
+
+    def full_softmax_loss(self, inputs, labels):
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.int32), logits=self.logits(inputs))
+
+    def call(self, inputs, training=None):
+        hidden, labels = (inputs if isinstance(inputs, (list, tuple)) else (inputs, None))
+        if labels is None:
+            return self.log_prob(hidden)
+        loss = self.full_softmax_loss(hidden, labels)
+        self.add_loss(tf.reduce_mean(loss))
+        if training:
+            return loss
+        return self.log_prob(hidden)
+
+    def compute_output_spec(self, inputs, training=None):
+        hidden = inputs[0] if isinstance(inputs, (list, tuple)) else inputs
+        return keras.KerasTensor(tuple(hidden.shape[:-1]) + (self.num_classes,), "float32")
+
+    def compute_output_shape(self, input_shape):
+        hidden = input_shape[0] if isinstance(input_shape[0], (list, tuple)) else input_shape
+        return tuple(hidden[:-1]) + (self.num_classes,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes,
+                       "kernel_initializer": keras.initializers.serialize(
+                           self.kernel_initializer)})
+        return config
+
+
+def unigram_sampler(counts, distortion, seed=None):
+    """A fixed unigram sampler over word counts (word2vec's noise is distortion=0.75)."""
+    counts = [max(int(c), 0) for c in counts]
+    return tfs.samplers.FixedUnigramSampler(
+        num_classes=len(counts), counts=counts, distortion=distortion, seed=seed)
+
+
+def make_head(kind, num_classes, counts=None, num_sampled=None, sampler=None,
+              distortion=0.75, unique=True, use_bias=True, kernel_initializer="glorot_uniform",
+              seed=None, samples_per=None):
+    """Builds an output head by name: one of `HEADS`.
+
+    `counts` (class frequencies) are needed for the Huffman tree of "hierarchical" and for
+    the unigram sampler that "negative" uses by default (word2vec's counts^0.75).
+    `sampler` (a name or sampler) defaults to "log_uniform" for "sampled" and "nce".
+    `samples_per` ("batch" or "example") is passed to the sampled heads when given.
+    """
+    if kind == "full":
+        return FullSoftmax(num_classes, kernel_initializer=kernel_initializer, name="head")
+    if kind == "hierarchical":
+        if counts is None:
+            raise ValueError("The hierarchical head needs `counts` for its Huffman tree.")
+        return tfs.layers.HierarchicalSoftmax(
+            num_classes, tree="huffman", counts=[int(c) for c in counts], use_bias=use_bias,
+            name="head")
+    if kind in ("sampled", "nce", "negative"):
+        if num_sampled is None:
+            raise ValueError(f"The {kind} head needs `num_sampled`.")
+        if sampler is None:
+            if kind == "negative":
+                if counts is None:
+                    raise ValueError("The negative head needs `counts` for its sampler.")
+                sampler = unigram_sampler(counts, distortion, seed=seed)
+            else:
+                sampler = "log_uniform"
+        cls = {"sampled": tfs.layers.SampledSoftmax, "nce": tfs.layers.NCE,
+               "negative": tfs.layers.NegativeSampling}[kind]
+        # NCE learns self-normalised scores (log p, not log p + const): starting the biases
+        # at log(1/V) starts it at the uniform distribution, not at a total mass of V
+        # (Zoph et al. 2016, "Simple, fast noise-contrastive estimation").
+        bias_init = (keras.initializers.Constant(-math.log(num_classes)) if kind == "nce"
+                     else "zeros")
+        extra = {} if samples_per is None else {"samples_per": samples_per}
+        return cls(num_classes, num_sampled=num_sampled, sampler=sampler, unique=unique,
+                   use_bias=use_bias, kernel_initializer=kernel_initializer,
+                   bias_initializer=bias_init, seed=seed, name="head", **extra)
+    raise ValueError(f"Unknown head {kind!r}; expected one of {HEADS}.")

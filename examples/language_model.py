@@ -1,0 +1,383 @@
+"""The neural probabilistic language model of Bengio et al. (2003), and an LSTM variant.
+
+NPLM: the n-1 previous words are embedded (size --emb, "m"), concatenated, passed through
+a tanh layer of --hidden ("h") units, and an output head scores the next word; with
+--direct the concatenated embeddings also connect straight to the output (the paper's W x
+term: the head reads [tanh(H x + d), x]). LSTM: an LSTM reads pieces of --seq-len tokens
+and predicts every next token.
+
+The output head is --head full (the exact softmax), sampled (sampled softmax), nce, or
+hierarchical (Huffman tree). Whatever the head trains with, the reported perplexities are
+exact: the full softmax of the trained model (the tree's exact distribution for the
+hierarchical head) over every token of --valid and --test, never the sampled loss.
+
+    python examples/language_model.py                  # synthetic quick start (below)
+    python examples/language_model.py --data-dir ../shared/data/wikitext-2 --head sampled
+
+Without --train it draws a synthetic corpus from a Zipfian bigram source whose entropy rate
+is known exactly (see _zipf_source.py), prints the model's perplexity next to that lower
+bound and to a unigram baseline, times a full-softmax model on the same data to report the
+speed-up of the sampled head, and exports the trained model for TensorFlow Serving
+(--export). The last line printed is `RESULT {json}`.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+try:
+    import tf_sampling  # noqa: F401,E402
+except ImportError:  # running from a checkout without `pip install -e .`
+    sys.path.insert(1, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tf_sampling as tfs  # noqa: E402
+import _corpus  # noqa: E402
+import _heads  # noqa: E402
+import _zipf_source  # noqa: E402
+
+EOS, UNK = "<eos>", "<unk>"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--train", help="training text (default: synthetic Zipfian corpus)")
+    p.add_argument("--valid", help="validation text")
+    p.add_argument("--test", help="test text")
+    p.add_argument("--data-dir", help="directory with wiki.{train,valid,test}.tokens "
+                   "(e.g. ../shared/data/wikitext-2)")
+    p.add_argument("--arch", choices=("nplm", "lstm"), default="nplm")
+    p.add_argument("--head", choices=("full", "sampled", "nce", "hierarchical"),
+                   default="sampled")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--context", type=int, default=4, help="NPLM: n-1 context words")
+    p.add_argument("--emb", type=int, default=64, help="embedding size m")
+    p.add_argument("--hidden", type=int, default=128, help="tanh / LSTM units h")
+    p.add_argument("--direct", action="store_true",
+                   help="NPLM: direct connections from the embeddings to the output")
+    p.add_argument("--seq-len", type=int, default=35, help="LSTM: tokens per piece")
+    p.add_argument("--num-sampled", type=int, default=256,
+                   help="sampled / nce heads: classes sampled per step")
+    p.add_argument("--sampler", default="log_uniform",
+                   choices=("log_uniform", "uniform", "unigram", "learned_unigram"),
+                   help="sampled / nce heads (ids are sorted by frequency, so log_uniform "
+                        "approximates a Zipfian unigram)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per step (default 512 NPLM tokens, 32 LSTM pieces)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    p.add_argument("--compare-full", choices=("auto", "yes", "no"), default="auto",
+                   help="also time a full-softmax model for --compare-steps steps on the "
+                        "same data (auto: on the synthetic corpus when --head is not full)")
+    p.add_argument("--compare-steps", type=int, default=200)
+    p.add_argument("--export", default="lm_savedmodel",
+                   help="SavedModel directory for serving ('' to skip)")
+    p.add_argument("--top-k", type=int, default=10, help="classes returned by the export")
+    p.add_argument("--synthetic-vocab", type=int, default=5000)
+    p.add_argument("--synthetic-tokens", type=int, default=1_000_000,
+                   help="training tokens of the synthetic corpus (valid/test get 1/10 each)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--steps-per-execution", type=int, default=8)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity")
+    args = p.parse_args(argv)
+    if args.data_dir:
+        for split in ("train", "valid", "test"):
+            if getattr(args, split) is None:
+                setattr(args, split, os.path.join(args.data_dir, f"wiki.{split}.tokens"))
+    if args.batch_size is None:
+        args.batch_size = 512 if args.arch == "nplm" else 32
+    if args.compare_full == "auto":
+        args.compare_full = "yes" if (args.train is None and args.head != "full") else "no"
+    return args
+
+
+# ---------------------------------------------------------------------------- data
+class Data:
+    """Token id streams of the three splits, the vocabulary, and what is known of them."""
+
+    def __init__(self, train, valid, test, words, counts, source=None):
+        self.train, self.valid, self.test = train, valid, test
+        self.words, self.counts, self.source = words, counts, source
+
+    @property
+    def vocab_size(self):
+        return len(self.words)
+
+
+def load_data(args):
+    if args.train:
+        # Ids sorted by frequency (log_uniform relies on it), <eos> ending every line.
+        vocab = _corpus.Vocab.from_tokens(_corpus.read_lm_lines(args.train, EOS),
+                                          extra=(EOS, UNK))
+        splits = [_corpus.encode_stream(path, vocab, EOS, UNK) if path else None
+                  for path in (args.train, args.valid, args.test)]
+        return Data(*splits, vocab.words, vocab.counts)
+    src = _zipf_source.ZipfianBigramSource(vocab_size=args.synthetic_vocab, exponent=1.1,
+                                           coupling=6.0, seed=args.seed)
+    n = args.synthetic_tokens
+    train = src.sample(n, seed=args.seed + 1)
+    valid = src.sample(max(n // 10, 1000), seed=args.seed + 2)
+    test = src.sample(max(n // 10, 1000), seed=args.seed + 3)
+    counts = np.bincount(train, minlength=src.vocab_size)
+    # Ids in order of training frequency, so that log_uniform fits the corpus.
+    order = np.argsort(-counts, kind="stable")
+    remap = np.empty_like(order)
+    remap[order] = np.arange(len(order))
+    words = [src.words[i] for i in order]
+    data = Data(remap[train].astype(np.int32), remap[valid].astype(np.int32),
+                remap[test].astype(np.int32), words, counts[order], source=src)
+    data.source_ids = (train, valid, test)
+    return data
+
+
+def train_dataset(args, stream):
+    """Shuffled batches, repeated forever (fit stops after epochs * steps_per_epoch)."""
+    if args.arch == "nplm":
+        return _corpus.window_dataset(stream, args.context, args.batch_size, pad_id=0,
+                                      shuffle=True, seed=args.seed, epochs=None)
+    return _corpus.sequence_dataset(stream, args.seq_len, args.batch_size, shuffle=True,
+                                    seed=args.seed, epochs=None)
+
+
+def eval_dataset(args, stream):
+    if args.arch == "nplm":
+        return _corpus.window_dataset(stream, args.context, 2048, pad_id=0)
+    return _corpus.sequence_dataset(stream, args.seq_len, 64)
+
+
+def steps_per_epoch(args, stream):
+    n = len(stream) - 1
+    return n // args.batch_size if args.arch == "nplm" else (n // args.seq_len) // args.batch_size
+
+
+# ---------------------------------------------------------------------------- models
+def build_model(args, data, head_kind):
+    """(training model, features model for serving, head, sequence model or None).
+
+    The sequence model (LSTM only) maps a piece to the hidden state at every position, for
+    scoring every target; the features model gives the last position's, for serving.
+    """
+    V = data.vocab_size
+    keras.utils.set_random_seed(args.seed)
+    if head_kind in ("sampled", "nce"):
+        sampler = args.sampler
+        if sampler == "unigram":
+            sampler = _heads.unigram_sampler(data.counts, 1.0, seed=args.seed)
+        head = _heads.make_head(head_kind, V, num_sampled=min(args.num_sampled, V - 1),
+                                sampler=sampler, seed=args.seed)
+    else:
+        head = _heads.make_head(head_kind, V, counts=data.counts)
+    embed = keras.layers.Embedding(V, args.emb, name="embedding")
+    if args.arch == "nplm":
+        context = keras.Input((args.context,), dtype="int32", name="context")
+        label = keras.Input((), dtype="int32", name="label")
+        x = keras.layers.Flatten(name="concat")(embed(context))
+        hidden = keras.layers.Dense(args.hidden, activation="tanh", name="hidden")(x)
+        if args.direct:
+            hidden = keras.layers.Concatenate(name="direct")([hidden, x])
+        out = head([hidden, label])
+        model = keras.Model({"context": context, "label": label}, out, name="nplm")
+        features = keras.Model(context, hidden, name="nplm_features")
+        return model, features, head, None
+    context = keras.Input((None,), dtype="int32", name="context")
+    label = keras.Input((None,), dtype="int32", name="label")
+    lstm = keras.layers.LSTM(args.hidden, return_sequences=True, name="lstm")
+    seq = lstm(embed(context))
+    # Every position is an example: the head sees [batch * time, hidden].
+    hidden = keras.ops.reshape(seq, (-1, args.hidden))
+    labels = keras.ops.reshape(label, (-1,))
+    out = head([hidden, labels])
+    model = keras.Model({"context": context, "label": label}, out, name="lstm_lm")
+    # Serving predicts the word after the last input token.
+    features = keras.Model(context, seq[:, -1, :], name="lstm_features")
+    return model, features, head, keras.Model(context, seq, name="lstm_sequence")
+
+
+def make_evaluator(args, parts):
+    """A function stream -> (exp(mean exact NLL) over every target, number of targets).
+
+    `parts` is `(features, head, sequence model or None)` from `build_model`.
+    """
+    features, head, sequence = parts
+    shape = [None, args.context] if sequence is None else [None, None]
+    label_shape = [None] if sequence is None else [None, None]
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.int32),
+                                  tf.TensorSpec(label_shape, tf.int32)])
+    def batch_nll(ctx, lab):
+        if sequence is None:
+            hidden = features(ctx, training=False)
+        else:
+            hidden = tf.reshape(sequence(ctx, training=False), [-1, args.hidden])
+            lab = tf.reshape(lab, [-1])
+        nll = tf.cast(head.full_softmax_loss(hidden, lab), tf.float64)
+        return tf.reduce_sum(nll), tf.size(nll)
+
+    def evaluate(stream):
+        total, count = 0.0, 0
+        for batch in eval_dataset(args, stream):
+            s, n = batch_nll(batch["context"], batch["label"])
+            total += float(s)
+            count += int(n)
+        return math.exp(total / count), count
+
+    return evaluate
+
+
+def unigram_perplexity(train, stream, vocab_size):
+    """Add-one unigram model of the training stream, scored on `stream` (a baseline)."""
+    counts = np.bincount(train, minlength=vocab_size).astype(np.float64) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(np.exp(-logp[stream[1:]].mean()))
+
+
+class Monitor(keras.callbacks.Callback):
+    """Exact validation perplexity after every epoch, and steady-state training time.
+
+    The clock starts after the first `train_function` call (which includes tracing) and
+    leaves out the validation passes, so tokens/s compares heads fairly.
+    """
+
+    def __init__(self, validate=None):
+        super().__init__()
+        self.validate = validate
+        self.history = []
+        self.start = None
+        self.paused = 0.0
+        self.end = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.start is None:
+            self.start = time.perf_counter()
+            self.first_steps = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.validate is None:
+            return
+        t = time.perf_counter()
+        ppl = self.validate()
+        self.paused += time.perf_counter() - t
+        self.history.append(ppl)
+        print(f"  epoch {epoch + 1}: exact valid perplexity {ppl:.2f}", flush=True)
+
+    def on_train_end(self, logs=None):
+        self.end = time.perf_counter()
+
+
+def train(args, data, head_kind, epochs, steps=None, validate=True):
+    """Trains one model for `epochs` epochs (or `steps` steps, one "epoch").
+
+    Returns (results dict, (features, head, sequence model), evaluate function).
+    """
+    model, features, head, sequence = build_model(args, data, head_kind)
+    parts = (features, head, sequence)
+    evaluate = make_evaluator(args, parts)
+    spe = steps_per_epoch(args, data.train)
+    if spe < 2:
+        raise ValueError("The training corpus is smaller than two batches; lower --batch-size.")
+    if steps is not None:
+        spe, epochs = steps, 1
+    # Keras runs whole executions of steps_per_execution steps: keep epochs a multiple.
+    per_exec = max(1, min(args.steps_per_execution, spe // 2))
+    spe = spe // per_exec * per_exec
+    model.compile(optimizer=keras.optimizers.Adam(args.lr), steps_per_execution=per_exec)
+    monitor = Monitor((lambda: evaluate(data.valid)[0])
+                      if validate and data.valid is not None else None)
+    t0 = time.perf_counter()
+    model.fit(train_dataset(args, data.train), epochs=epochs, steps_per_epoch=spe,
+              callbacks=[monitor], verbose=args.verbose, shuffle=False)
+    wall = monitor.end - t0 - monitor.paused
+    tokens_per_step = args.batch_size * (args.seq_len if args.arch == "lstm" else 1)
+    timed_steps = spe * epochs - monitor.first_steps
+    steady = monitor.end - monitor.start - monitor.paused
+    out = {"head": head_kind, "epochs": epochs, "steps": spe * epochs,
+           "train_seconds": round(wall, 2),
+           "tokens_per_sec": round(timed_steps * tokens_per_step / steady)
+           if timed_steps > 0 else None,
+           "valid_ppl_per_epoch": [round(p, 3) for p in monitor.history] or None}
+    return out, parts, evaluate
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    data = load_data(args)
+    src = data.source
+    print(f"corpus: {'synthetic Zipfian bigram source' if src else args.train}; vocabulary "
+          f"{data.vocab_size:,}; tokens train {len(data.train):,}"
+          + (f", valid {len(data.valid):,}" if data.valid is not None else "")
+          + (f", test {len(data.test):,}" if data.test is not None else ""), flush=True)
+    result = {"arch": args.arch, "head": args.head, "vocab_size": data.vocab_size,
+              "context": args.context if args.arch == "nplm" else None,
+              "emb": args.emb, "hidden": args.hidden, "direct": args.direct,
+              "batch_size": args.batch_size, "epochs": args.epochs}
+    if src is not None:
+        result["entropy_rate_nats"] = src.entropy_rate
+        result["true_perplexity_bound"] = src.perplexity_bound
+        print(f"source entropy rate {src.entropy_rate:.4f} nats/token: no model can have an "
+              f"expected perplexity below exp(H) = {src.perplexity_bound:.2f}")
+    eval_split = data.test if data.test is not None else data.valid
+    if eval_split is not None:
+        result["unigram_ppl"] = unigram_perplexity(data.train, eval_split, data.vocab_size)
+
+    stats, parts, evaluate = train(args, data, args.head, args.epochs)
+    features, head, _ = parts
+    result.update({k: stats[k] for k in ("train_seconds", "tokens_per_sec",
+                                          "valid_ppl_per_epoch")})
+    for split in ("valid", "test"):
+        stream = getattr(data, split)
+        if stream is not None:
+            ppl, n = evaluate(stream)
+            result[f"{split}_ppl"] = ppl
+            result[f"{split}_tokens"] = n
+    print(f"{args.arch} + {args.head} head: "
+          + ", ".join(f"{s} perplexity {result[f'{s}_ppl']:.2f}" for s in ("valid", "test")
+                      if f"{s}_ppl" in result)
+          + f" (exact full softmax); {stats['tokens_per_sec']:,} tokens/s", flush=True)
+    if src is not None:
+        train_ids, _, test_ids = data.source_ids
+        oracle = float(np.exp(-src.sequence_log_prob(test_ids)[1:].mean()))
+        result["true_model_test_ppl"] = oracle
+        print(f"  true lower bound exp(H) {src.perplexity_bound:.2f}; the source's own "
+              f"conditionals score {oracle:.2f} on this test sample; unigram baseline "
+              f"{result['unigram_ppl']:.2f}")
+    elif "unigram_ppl" in result:
+        print(f"  unigram baseline perplexity {result['unigram_ppl']:.2f}")
+
+    if args.compare_full == "yes" and args.head != "full":
+        full, _, _ = train(args, data, "full", 1, steps=args.compare_steps, validate=False)
+        result["full_tokens_per_sec"] = full["tokens_per_sec"]
+        result["speedup_vs_full"] = stats["tokens_per_sec"] / full["tokens_per_sec"]
+        print(f"full softmax, same model and data: {full['tokens_per_sec']:,} tokens/s "
+              f"(timed over {full['steps']} steps); the {args.head} head trains "
+              f"{result['speedup_vs_full']:.1f}x faster per token", flush=True)
+
+    if args.export:
+        tfs.serving.export(args.export, features=features, head=head, top_k=min(
+            args.top_k, data.vocab_size))
+        # The ids' words, one per line (line i is id i), to read the served predictions.
+        with open(os.path.join(args.export, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(data.words) + "\n")
+        result["export"] = os.path.abspath(args.export)
+        print(f"exported the inference path to {args.export} (signature serving_default: "
+              f"context ids -> top_k_ids, top_k_log_probs; words in vocab.txt); try\n"
+              f"  saved_model_cli show --all --dir {args.export}", flush=True)
+    print("RESULT " + json.dumps(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

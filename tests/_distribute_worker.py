@@ -1,0 +1,366 @@
+"""Training scenarios for tests/test_distribute.py, each run in a process of its own.
+
+Devices and strategies must be set up before TensorFlow runs its first op, and only once
+per process, so the scenarios cannot run inside the pytest process. Usage:
+
+    python tests/_distribute_worker.py local OUT.npz    # 2 logical CPUs: single device,
+                                                        # MirroredStrategy, shard placement,
+                                                        # BackupAndRestore
+    TF_CONFIG=... python tests/_distribute_worker.py mwms OUT.npz   # one worker of a
+                                                        # MultiWorkerMirroredStrategy cluster
+    python tests/_distribute_worker.py ps OUT.npz       # ParameterServerStrategy on an
+                                                        # in-process loopback cluster
+
+Results go to OUT.npz (arrays keyed by scenario); the test compares them. Nothing here
+asserts, so that every mismatch is reported by pytest with its numbers.
+"""
+
+import os
+import sys
+import traceback
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+MODE, OUT = sys.argv[1], sys.argv[2]
+
+import tensorflow as tf  # noqa: E402
+
+if MODE == "local":
+    _cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        _cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+elif MODE == "mwms":
+    # Reads TF_CONFIG; it has to exist before any op runs (it sets up the collectives).
+    # The timeout ends a collective whose peer died, instead of waiting forever.
+    MWMS = tf.distribute.MultiWorkerMirroredStrategy(
+        communication_options=tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=120))
+elif MODE != "ps":
+    raise SystemExit(f"unknown mode {MODE!r}")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tf_sampling as tfs  # noqa: E402
+
+V, D, S, NUM_CANDIDATES = 60, 8, 12, 5
+N, BATCH, EPOCHS = 64, 16, 2
+
+_rng = np.random.default_rng(0)
+X = _rng.normal(size=(N, D)).astype(np.float32)
+Y = ((_rng.zipf(1.3, N) - 1) % V).astype(np.int32)  # skewed, as real labels are
+CANDS = _rng.integers(0, V, (N, NUM_CANDIDATES)).astype(np.int32)
+POS = _rng.integers(0, NUM_CANDIDATES, N).astype(np.int32)
+COUNTS = np.bincount(Y, minlength=V) + 1
+
+try:
+    from tf_sampling.samplers import DynamicAliasSampler
+except ImportError:  # pragma: no cover - optional module
+    DynamicAliasSampler = None
+
+
+def _dataset():
+    return tf.data.Dataset.from_tensor_slices(((X, Y, CANDS, POS),)).batch(BATCH)
+
+
+def all_layers_model(dynamic=False):
+    """One model holding every output layer (one trace instead of one per layer).
+
+    Each head gets its own sampler and seed; the total loss is the sum of the heads'.
+    """
+    keras.utils.set_random_seed(0)  # the same initial weights in every run
+    x = keras.Input((D,))
+    y = keras.Input((), dtype="int32")
+    cands = keras.Input((NUM_CANDIDATES,), dtype="int32")
+    pos = keras.Input((), dtype="int32")
+    h = keras.layers.Dense(D, activation="tanh", name="trunk")(x)
+    if dynamic:
+        heads = [tfs.layers.SampledSoftmax(
+            V, S, sampler=DynamicAliasSampler(V, seed=6), name="dynamic")]
+    else:
+        heads = [
+            tfs.layers.SampledSoftmax(
+                V, S, sampler=tfs.samplers.LearnedUnigramSampler(V, seed=1), name="learned"),
+            tfs.layers.NCE(V, S, sampler=tfs.samplers.LogUniformSampler(V, seed=2), name="nce"),
+            tfs.layers.NegativeSampling(
+                V, S, sampler=tfs.samplers.FixedUnigramSampler(
+                    V, counts=COUNTS, distortion=0.75, seed=3),
+                unique=False, name="neg"),
+            tfs.layers.SampledSoftmax(
+                V, S, sampler=tfs.samplers.UniformSampler(V, seed=4), num_shards=3,
+                name="sharded"),
+            tfs.layers.HierarchicalSoftmax(V, counts=COUNTS, name="hier"),
+            tfs.layers.AdaptiveSoftmax(V, cutoffs=[10, 30], div_value=2.0, name="adaptive"),
+        ]
+    outputs = [head([h, y]) for head in heads]
+    if not dynamic:
+        outputs.append(tfs.layers.CandidateSoftmax(V, name="cand")([h, cands, pos]))
+    model = keras.Model([x, y, cands, pos], outputs)
+    # SGD, not Adam: Keras 3's Adam squares a sparse gradient's slices before summing
+    # slices of the same row, and the all-reduce concatenates the replicas' slices, so
+    # Adam's second moments depend on how the batch was split. SGD is linear in the
+    # gradient, so data-parallel training must match single-device training.
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    return model
+
+
+class _StepLosses(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+
+def _fit_multi_worker(model, strategy):
+    """model.fit's loop, for MultiWorkerMirroredStrategy.
+
+    Keras 3 (up to 3.15 at least) cannot `fit` under MultiWorkerMirroredStrategy with
+    more than one worker: it reduces the first batch with `strategy.reduce`, which
+    rejects nested structures, and each step's scalar metrics with `axis=0`
+    (keras-team/keras#20585). This runs Keras' own `train_step` with `strategy.run`
+    instead and reduces the metrics across workers itself.
+    """
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)  # not inside strategy.run
+    data = strategy.experimental_distribute_dataset(_dataset())
+
+    @tf.function
+    def step(batch):
+        logs = strategy.run(model.train_step, args=(batch,))
+        return strategy.reduce("MEAN", logs["loss"], axis=None)
+
+    losses = []
+    for _ in range(EPOCHS):
+        model.reset_metrics()
+        for batch in data:
+            losses.append(float(step(batch)))
+    return losses
+
+
+def train(strategy, prefix, results, dynamic=False):
+    """Fits the all-layers model; stores per-step losses, weights and sampler state."""
+    with strategy.scope():
+        model = all_layers_model(dynamic)
+    if MODE == "mwms":
+        results[f"{prefix}/losses"] = np.array(_fit_multi_worker(model, strategy))
+    else:
+        steps = _StepLosses()
+        model.fit(_dataset(), epochs=EPOCHS, verbose=0, callbacks=[steps])
+        results[f"{prefix}/losses"] = np.array(steps.losses)
+    # Weights, sampler counts and tables, seed states; by position, since Keras numbers
+    # the names of unnamed layers (and all seed generators share one path).
+    results[f"{prefix}/names"] = np.array([v.path for v in model.variables])
+    for i, v in enumerate(model.variables):
+        results[f"{prefix}/var/{i}"] = v.numpy()
+        if isinstance(v.value, tf.distribute.DistributedValues):
+            # Every replica's copy must hold the same value.
+            results[f"{prefix}/copies/{i}"] = np.stack(
+                [c.numpy() for c in strategy.experimental_local_results(v.value)])
+    return model
+
+
+def try_train(strategy, prefix, results, dynamic):
+    try:
+        train(strategy, prefix, results, dynamic)
+    except Exception:  # reported by the test, with the traceback's end
+        results[f"{prefix}/error"] = np.array(traceback.format_exc()[-2000:])
+
+
+# ------------------------------------------------------------------------------ local
+def sharded_placement(results):
+    """A 2-shard head with one shard per logical device, against the unsharded head."""
+    devices = ["/cpu:0", "/cpu:1"]
+    head = tfs.layers.SampledSoftmax(
+        V, S, sampler=tfs.samplers.UniformSampler(V, seed=7), num_shards=2,
+        shard_devices=devices, bias_initializer="random_normal")
+    head.build((None, D))
+    results["shard/kernel_devices"] = np.array([s.value.device for s in head.kernel_shards])
+    results["shard/bias_devices"] = np.array([s.value.device for s in head.bias_shards])
+    results["shard/kernel_rows"] = np.array([s.shape[0] for s in head.kernel_shards])
+    ref = tfs.layers.SampledSoftmax(V, S, sampler=tfs.samplers.UniformSampler(V, seed=7))
+    ref.build((None, D))
+    ref.kernel.assign(head.kernel)
+    ref.bias.assign(head.bias)
+
+    h = tf.constant(X[:BATCH])
+    y = tf.constant(Y[:BATCH])
+    for name, layer in (("sharded", head), ("ref", ref)):
+        variables = layer.trainable_weights
+        with tf.GradientTape() as tape:
+            loss = layer.sampled_loss(h, y)
+            total = tf.reduce_sum(loss)
+        grads = tape.gradient(total, variables)
+        kernel_grad = tf.concat([tf.convert_to_tensor(g) for g in grads[:len(
+            layer.kernel_shards)]], 0)
+        results[f"shard/{name}/sampled_loss"] = loss.numpy()
+        results[f"shard/{name}/kernel_grad"] = kernel_grad.numpy()
+        results[f"shard/{name}/log_prob"] = layer.log_prob(h).numpy()
+        results[f"shard/{name}/full_loss"] = layer.full_softmax_loss(h, y).numpy()
+    # The per-shard logits are computed on the shards' devices.
+    graph = tf.function(head.log_prob).get_concrete_function(
+        tf.TensorSpec([None, D])).graph
+    results["shard/matmul_devices"] = np.array(sorted(
+        op.device for op in graph.get_operations() if op.type == "MatMul"))
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Raises at the end of batch `batch` of epoch `epoch`, as a preemption would."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise RuntimeError("simulated preemption")
+
+
+def fault_tolerance(strategy, backup_dir, results):
+    """BackupAndRestore under `strategy`: fit for EPOCHS epochs, interrupted in the middle
+    of the last one, then resumed in a new model (as after a restart). The uninterrupted
+    run to compare with is `train(strategy, ...)`: the same labels, batches and epochs.
+    A 2-shard kernel checks that sharded weights are backed up too."""
+
+    def model():
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            x = keras.Input((D,))
+            y = keras.Input((), dtype="int32")
+            head = tfs.layers.SampledSoftmax(
+                V, S, sampler=tfs.samplers.LearnedUnigramSampler(V, seed=1), num_shards=2)
+            m = keras.Model([x, y], head([keras.layers.Dense(D)(x), y]))
+            m.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        return m, head
+
+    data = tf.data.Dataset.from_tensor_slices(((X, Y),)).batch(BATCH)
+    first, head = model()
+    try:
+        first.fit(data, epochs=EPOCHS, verbose=0, callbacks=[
+            keras.callbacks.BackupAndRestore(backup_dir), _Interrupt(EPOCHS - 1, 2)])
+        results["ft/error"] = np.array("the interruption did not happen")
+    except RuntimeError:
+        pass
+    results["ft/at_interruption"] = head.sampler.counts.numpy()
+    resumed, head = model()  # counts back at 1, weights at their initial values
+    resumed.fit(data, epochs=EPOCHS, verbose=0,
+                callbacks=[keras.callbacks.BackupAndRestore(backup_dir)])
+    results["ft/resumed"] = head.sampler.counts.numpy()
+
+
+# ------------------------------------------------------------------------------ ps
+def parameter_servers(results):
+    """A 2-shard head under ParameterServerStrategy (1 worker, 2 parameter servers, all
+    servers in this process on loopback ports), against the unsharded head.
+
+    Keras 3 has no `fit` for ParameterServerStrategy, so the step is a tf.function
+    scheduled on the worker by a ClusterCoordinator: the sampled loss, its gradient, and
+    plain SGD on each variable.
+    """
+    import socket
+
+    socks = [socket.socket() for _ in range(3)]
+    for sock in socks:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    cluster = tf.train.ClusterSpec({"worker": [f"localhost:{ports[0]}"],
+                                    "ps": [f"localhost:{p}" for p in ports[1:]]})
+    servers = [tf.distribute.Server(cluster, job_name="worker", task_index=0, start=True)]
+    servers += [tf.distribute.Server(cluster, job_name="ps", task_index=i, start=True)
+                for i in range(2)]
+    strategy = tf.distribute.experimental.ParameterServerStrategy(
+        tf.distribute.cluster_resolver.SimpleClusterResolver(cluster, rpc_layer="grpc"))
+    coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
+
+    def head(num_shards):
+        keras.utils.set_random_seed(0)
+        layer = tfs.layers.SampledSoftmax(
+            V, S, sampler=tfs.samplers.UniformSampler(V, seed=7), num_shards=num_shards,
+            bias_initializer="random_normal")
+        layer.build((None, D))
+        return layer
+
+    with strategy.scope():
+        sharded = head(2)
+    plain = head(1)
+    results["ps/kernel_devices"] = np.array([v.value.device for v in sharded.kernel_shards])
+    results["ps/bias_devices"] = np.array([v.value.device for v in sharded.bias_shards])
+    h, y = tf.constant(X[:BATCH]), tf.constant(Y[:BATCH])
+
+    def step_fn(layer):
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = layer.sampled_loss(h, y)
+                mean = tf.reduce_mean(loss)
+            grads = tape.gradient(mean, layer.trainable_weights)
+            for var, grad in zip(layer.trainable_weights, grads):
+                var.value.assign_sub(0.5 * tf.convert_to_tensor(grad))
+            return loss
+        return step
+
+    losses = [coordinator.schedule(step_fn(sharded)) for _ in range(2)]
+    coordinator.join()
+    results["ps/sharded/losses"] = np.stack([loss.fetch() for loss in losses])
+    results["ps/sharded/kernel"] = sharded.kernel.numpy()
+    results["ps/sharded/bias"] = sharded.bias.numpy()
+    step = step_fn(plain)
+    results["ps/ref/losses"] = np.stack([step().numpy() for _ in range(2)])
+    results["ps/ref/kernel"] = plain.kernel.numpy()
+    results["ps/ref/bias"] = plain.bias.numpy()
+    del servers  # kept alive until here
+
+
+def main():
+    import time
+    results = {}
+    clock = [time.time()]
+
+    def lap(name):  # phase times on stderr, shown by the test when a run fails
+        now = time.time()
+        print(f"{name}: {now - clock[0]:.1f}s", file=sys.stderr)
+        clock[0] = now
+
+    if MODE == "ps":
+        parameter_servers(results)
+        lap("parameter servers")
+    elif MODE == "mwms":
+        train(MWMS, "mwms", results)
+        results["mwms/num_replicas"] = np.array(MWMS.num_replicas_in_sync)
+        lap("mwms")
+        if DynamicAliasSampler is not None:
+            try_train(MWMS, "mwms_dynamic", results, dynamic=True)
+            lap("mwms dynamic")
+    else:
+        # ReductionToOneDevice: on CPUs MirroredStrategy picks CollectiveAllReduce, whose
+        # all-reduce of the heads' sparse (IndexedSlices) gradients takes twice as long to
+        # trace; the layers do not depend on the choice.
+        mirrored = tf.distribute.MirroredStrategy(
+            ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+        results["mirrored/num_replicas"] = np.array(mirrored.num_replicas_in_sync)
+        train(tf.distribute.get_strategy(), "single", results)
+        lap("single")
+        train(mirrored, "mirrored", results)
+        lap("mirrored")
+        sharded_placement(results)
+        lap("placement")
+        fault_tolerance(mirrored, os.path.join(os.path.dirname(os.path.abspath(OUT)),
+                                               "backup"), results)
+        lap("fault tolerance")
+        if DynamicAliasSampler is not None:
+            try_train(tf.distribute.get_strategy(), "single_dynamic", results, dynamic=True)
+            try_train(mirrored, "mirrored_dynamic", results, dynamic=True)
+            lap("dynamic")
+    np.savez(OUT, **results)
+
+
+if __name__ == "__main__":
+    main()

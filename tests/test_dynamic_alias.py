@@ -1,0 +1,268 @@
+"""DynamicAliasSampler: exact draws from changing weights, on the compiled op and the
+pure-TF fallback. Chi-square bounds are df + 6 sqrt(2 df) with fixed seeds (a correct
+sampler exceeds them with probability < 1e-6), on cells of expected count >= 20."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_sampling as tfs
+from tf_sampling.ops import _loader
+from tf_sampling.samplers.dynamic_alias import DynamicAliasSampler
+
+
+@pytest.fixture(params=["op", "tf"])
+def impl(request, monkeypatch):
+    """Runs a test with the compiled op, then with the fallback forced by the env var."""
+    if request.param == "tf":
+        monkeypatch.setenv(_loader.ENV_FORCE_FALLBACK, "1")
+    elif _loader.LIBRARY.get() is None:
+        pytest.skip(f"custom ops unavailable: {_loader.LIBRARY.reason}")
+    _loader.LIBRARY.reset()
+    assert tfs.ops.custom_ops_available() == (request.param == "op")
+    yield request.param
+    _loader.LIBRARY.reset()
+
+
+def chi2_ok(counts, p):
+    n = counts.sum()
+    e = p * n
+    big = e >= 20
+    small = (~big) & (p > 0)
+    stat = np.sum((counts[big] - e[big]) ** 2 / e[big])
+    cells = big.sum()
+    if small.any():
+        stat += (counts[small].sum() - e[small].sum()) ** 2 / e[small].sum()
+        cells += 1
+    df = cells - 1
+    return stat < df + 6 * np.sqrt(2 * df), (stat, df)
+
+
+def draw_counts(s, n, seed, v):
+    ids = s.sample([[0]], n, unique=False, seed=seed).sampled_candidates.numpy()
+    return np.bincount(ids, minlength=v)
+
+
+def test_static_weights_exact(impl):
+    rng = np.random.default_rng(0)
+    w = rng.random(300) * 5
+    w[rng.random(300) < 0.2] = 0.0
+    s = DynamicAliasSampler(300, initial_weights=w, seed=1)
+    np.testing.assert_allclose(s.probability(np.arange(300)), w / w.sum(), rtol=1e-6)
+    counts = draw_counts(s, 500_000, 3, 300)
+    assert counts[w == 0].sum() == 0
+    ok, info = chi2_ok(counts, w / w.sum())
+    assert ok, info
+
+
+@pytest.mark.parametrize("max_pending, threshold", [(150, 0.3), (100_000, 1000.0)])
+def test_exact_after_many_dynamic_updates(impl, max_pending, threshold):
+    """Labels and explicit increments over 60 steps, with rebuilds (first case) or with the
+    increments outweighing the table (second): draws follow the current weights."""
+    v = 400
+    rng = np.random.default_rng(1)
+    w = rng.random(v)
+    w[:50] = 0.0  # these never get an increment: never drawn
+    s = DynamicAliasSampler(v, initial_weights=w, rebuild_threshold=threshold,
+                            max_pending=max_pending, seed=2)
+    ref = w.copy()
+    step = tf.function(lambda ids: s.update(ids))
+    for t in range(60):
+        labels = rng.integers(50, v, size=(16, 1)) if t % 3 else rng.zipf(1.5, (16, 1)) % 350 + 50
+        step(tf.constant(labels, tf.int64))
+        np.add.at(ref, labels.ravel(), 1.0)
+        if t % 10 == 0:
+            ids = rng.integers(50, v, size=7)
+            amounts = rng.random(7) * 20
+            s.add_weights(ids, amounts)
+            np.add.at(ref, ids, amounts)
+    if s.pending_size.numpy() == 0:  # make sure the mixture path is what gets tested
+        s.update([[77]])
+        ref[77] += 1
+    assert s.pending_size.numpy() > 0
+    if max_pending == 150:
+        assert s.num_rebuilds.numpy() >= 3
+    else:
+        assert s.num_rebuilds.numpy() == 0
+        assert s._pending_mass(s.pending_size).numpy() > s.table_mass.numpy()
+    np.testing.assert_allclose(s.class_weights.numpy(), ref, rtol=1e-12)
+    np.testing.assert_allclose(s.probability(np.arange(v)), ref / ref.sum(), rtol=1e-6)
+    counts = draw_counts(s, 600_000, 4, v)
+    assert counts[:50].sum() == 0
+    ok, info = chi2_ok(counts, ref / ref.sum())
+    assert ok, info
+
+
+def test_expected_counts_are_exact(impl):
+    v = 200
+    w = np.arange(1.0, v + 1.0)
+    s = DynamicAliasSampler(v, initial_weights=w, seed=5)
+    for pending in (False, True):
+        if pending:
+            s.update([[3], [3], [150]])
+            w[3] += 2
+            w[150] += 1
+            assert s.pending_size.numpy() == 3
+        p = w / w.sum()
+        true = np.array([[3], [150]])
+        seed = s._make_seed(11)
+        sampled, tries = s._sample_unique(40, seed)
+        out = s.sample(true, 40, unique=True, seed=11)
+        np.testing.assert_array_equal(out.sampled_candidates, sampled)
+        assert len(set(sampled.numpy())) == 40
+        tries = float(tries)
+        np.testing.assert_allclose(out.true_expected_count, 1 - (1 - p[true]) ** tries, rtol=1e-5)
+        np.testing.assert_allclose(out.sampled_expected_count,
+                                   1 - (1 - p[sampled.numpy()]) ** tries, rtol=1e-5)
+        out = s.sample(true, 40, unique=False, seed=11)
+        np.testing.assert_allclose(out.true_expected_count, p[true] * 40, rtol=1e-5)
+
+
+def test_seeds_repeat(impl):
+    s = DynamicAliasSampler(1000, seed=3)
+    s.update(np.arange(100)[:, None])
+    for unique in (True, False):
+        a = s.sample([[1]], 50, unique=unique, seed=9).sampled_candidates.numpy()
+        b = s.sample([[1]], 50, unique=unique, seed=9).sampled_candidates.numpy()
+        c = s.sample([[1]], 50, unique=unique, seed=10).sampled_candidates.numpy()
+        np.testing.assert_array_equal(a, b)
+        assert np.mean(a != c) > 0.5
+
+
+def test_rebuild_triggers():
+    s = DynamicAliasSampler(100, max_pending=10, rebuild_threshold=0.5)
+    s.update(np.arange(8)[:, None])  # 8 pending, mass 8 < 0.5 * 100
+    assert s.pending_size.numpy() == 8 and s.num_rebuilds.numpy() == 0
+    s.update([[1], [2], [3]])  # 11 > max_pending
+    assert s.pending_size.numpy() == 0 and s.num_rebuilds.numpy() == 1
+    s.add_weights([5], [60.0])  # mass 60 > 0.5 * 111
+    assert s.pending_size.numpy() == 0 and s.num_rebuilds.numpy() == 2
+    s.assign_weights(np.ones(100))
+    assert s.num_rebuilds.numpy() == 3
+    np.testing.assert_allclose(s.probability([0, 5]), [0.01, 0.01])
+
+
+def test_assign_weights_and_zero_classes(impl):
+    s = DynamicAliasSampler(50, seed=1)
+    w = np.zeros(50)
+    w[[3, 10, 40]] = [1.0, 2.0, 5.0]
+    s.assign_weights(w)
+    counts = draw_counts(s, 20_000, 1, 50)
+    assert set(np.nonzero(counts)[0]) == {3, 10, 40}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="positive probability|nonzero"):
+        s.sample([[3]], 4, unique=True)
+    s.update([[20]])  # a fourth class becomes possible
+    ids = s.sample([[3]], 4, unique=True).sampled_candidates.numpy()
+    assert sorted(ids) == [3, 10, 20, 40]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="initial_weights"):
+        DynamicAliasSampler(3, initial_weights=[1.0, -1.0, 2.0])
+    with pytest.raises(ValueError, match="initial_weights"):
+        DynamicAliasSampler(3, initial_weights=[0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="initial_weights"):
+        DynamicAliasSampler(3, initial_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="rebuild_threshold"):
+        DynamicAliasSampler(3, rebuild_threshold=0)
+    with pytest.raises(ValueError, match="max_pending"):
+        DynamicAliasSampler(3, max_pending=0)
+    s = DynamicAliasSampler(4)
+    before = s.class_weights.numpy().copy()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="weights"):
+        s.assign_weights([1.0, np.nan, 1.0, 1.0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="weights"):
+        s.assign_weights([0.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="weights"):
+        s.assign_weights([1.0, 2.0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="amounts"):
+        s.add_weights([1], [-1.0])
+    with pytest.raises(ValueError, match="amounts"):
+        s.add_weights([1, 2], [1.0])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="class_ids"):
+        s.update([[4]])
+    np.testing.assert_array_equal(s.class_weights.numpy(), before)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    s = DynamicAliasSampler(30, seed=3, max_pending=8)
+    s.update(np.arange(12)[:, None])  # rebuilt once
+    s.update([[5], [5]])  # then pending
+    s.sample([[1]], 4)  # advance the seed generator
+    path = tf.train.Checkpoint(sampler=s).write(str(tmp_path / "ckpt"))
+    expected = [s.sample([[1]], 6, unique=u).sampled_candidates.numpy() for u in (True, False)]
+
+    t = DynamicAliasSampler(30, seed=99, max_pending=8)
+    t.update([[0], [0]])
+    tf.train.Checkpoint(sampler=t).read(path).assert_consumed()
+    for name in ("class_weights", "table_prob", "table_alias", "table_mass", "pending_ids",
+                 "pending_cum", "pending_size", "num_positive"):
+        np.testing.assert_array_equal(getattr(t, name).numpy(), getattr(s, name).numpy(), name)
+    got = [t.sample([[1]], 6, unique=u).sampled_candidates.numpy() for u in (True, False)]
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+@keras.saving.register_keras_serializable(package="tf_sampling_tests_dynamic")
+class DynamicHolder(keras.layers.Layer):
+    """A minimal layer owning a sampler, as the output heads do."""
+
+    supports_jit = False  # the alias ops have no XLA kernel
+
+    def __init__(self, sampler, **kwargs):
+        super().__init__(**kwargs)
+        self.sampler = tfs.samplers.get(sampler)
+
+    def call(self, labels, training=False):
+        labels = tf.cast(labels, tf.int64)
+        out = self.sampler.sample(labels, 3, unique=True)
+        if training:
+            self.sampler.update(labels)
+        return out.true_expected_count
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "sampler": tfs.samplers.serialize(self.sampler)}
+
+
+@keras.saving.register_keras_serializable(package="tf_sampling_tests_dynamic")
+class SquareLoss(keras.layers.Layer):
+    def call(self, x):
+        self.add_loss(keras.ops.mean(keras.ops.square(x)))
+        return x
+
+
+def test_model_fit_learns_and_keras_round_trip(tmp_path):
+    v = 8
+    s = tfs.samplers.get("dynamic_alias", num_classes=v, seed=4, max_pending=5,
+                         initial_weights=[1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    assert isinstance(s, DynamicAliasSampler)
+    x = keras.Input((3,))
+    labels = keras.Input((1,), dtype="int64")
+    ec = DynamicHolder(s)(labels)
+    model = keras.Model([x, labels], SquareLoss()(keras.layers.Dense(1)(x) * ec))
+    model.compile(optimizer="sgd")
+    y = np.array([[1], [1], [2], [6], [1], [0]], np.int64)
+    xs = np.ones((6, 3), np.float32)
+    model.fit([xs, y], batch_size=2, epochs=2, verbose=0)  # 6 graph-mode steps
+    expected = np.array([1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    np.add.at(expected, np.tile(y[:, 0], 2), 1.0)
+    np.testing.assert_array_equal(s.class_weights.numpy(), expected)
+    assert s.num_rebuilds.numpy() >= 1  # 12 increments with max_pending=5
+    model.predict([xs, y], verbose=0)  # inference does not learn
+    np.testing.assert_array_equal(s.class_weights.numpy(), expected)
+
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    holder = [layer for layer in loaded.layers if isinstance(layer, DynamicHolder)][0]
+    t = holder.sampler
+    assert isinstance(t, DynamicAliasSampler)
+    assert t.get_config() == s.get_config()
+    np.testing.assert_array_equal(t.class_weights.numpy(), expected)
+    np.testing.assert_array_equal(t.table_alias.numpy(), s.table_alias.numpy())
+    assert t.pending_size.numpy() == s.pending_size.numpy()
+    np.testing.assert_allclose(t.probability(np.arange(v)), expected / expected.sum())

@@ -1,0 +1,170 @@
+"""Pure-TensorFlow alias tables: the fallback of the compiled ops, usable in `tf.function`.
+
+The build makes the same table as the C++ sweep (custom_ops/cc/kernels/alias_table.h),
+vectorized: with DL the prefix sums of the lights' fixed-point deficits and EH those of
+the heavies' excesses, the sweep is a merge of the two sorted sequences (a heavy is
+closed before a light iff its EH <= the light's DL; the last heavy after every light),
+so two `searchsorted` calls give every bucket at once: O(n log n), no loop. Only W (a
+`reduce_sum`, whose association may differ from the C++ loop) can round differently.
+
+Sampling is a vectorized gather over the table with TF's stateless Philox ops: the same
+distribution as the compiled op, not the same stream.
+"""
+
+import tensorflow as tf
+
+_FIXED_ONE = 2.0**32
+_INT64_MAX = 2**63 - 1
+# Unique sampling draws in rounds whose size doubles; the support is checked first, so
+# running out of rounds (> 2^40 draws) cannot happen for a valid request.
+_MAX_UNIQUE_ROUNDS = 40
+
+
+def check_weights(weights):
+    """float64 weights after checks that raise InvalidArgumentError naming `weights`."""
+    w = tf.cast(weights, tf.float64)
+    total = tf.reduce_sum(w)
+    checks = [
+        tf.debugging.Assert(tf.size(w) > 0, ["`weights` is empty"]),
+        tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(w)),
+                            ["`weights` must be finite (found NaN or inf)"]),
+        tf.debugging.Assert(tf.reduce_all(w >= 0.0), ["`weights` must be non-negative"]),
+        tf.debugging.Assert(tf.math.is_finite(total), ["the sum of `weights` overflows"]),
+        tf.debugging.Assert(total > 0.0, ["`weights` are all zero"]),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(w), tf.identity(total)
+
+
+def build(weights):
+    """(prob float32 [n], alias int32 [n]) for a vector of weights."""
+    w, total = check_weights(weights)
+    n = tf.size(w, out_type=tf.int64)
+    q = w * (tf.cast(n, tf.float64) / total)
+    is_light = q < 1.0
+    light = tf.where(is_light)[:, 0]
+    heavy = tf.where(tf.logical_not(is_light))[:, 0]
+    b = tf.size(heavy, out_type=tf.int64)
+
+    def general():
+        q_light = tf.gather(q, light)
+        q_heavy = tf.gather(q, heavy)
+        deficit = tf.cast((1.0 - q_light) * _FIXED_ONE, tf.int64)  # truncates, as in C++
+        excess = tf.cast((q_heavy - 1.0) * _FIXED_ONE, tf.int64)
+        dl = tf.cumsum(deficit, exclusive=True)  # DL[i] for light i
+        dl_ext = tf.concat([dl, [tf.reduce_sum(deficit)]], 0)  # ... and DL[a]
+        eh = tf.cumsum(excess)  # EH[h + 1] for heavy h
+        key_heavy = tf.concat([eh[:-1], [tf.constant(_INT64_MAX, tf.int64)]], 0)
+        # Light i is filled by the first heavy not closed before it.
+        closed_before = tf.searchsorted(key_heavy, dl, side="right", out_type=tf.int64)
+        light_alias = tf.gather(heavy, tf.minimum(closed_before, b - 1))
+        light_prob = tf.cast(q_light, tf.float32)
+        # Heavy h is closed after `lights_before` lights; what is left of it stays.
+        lights_before = tf.searchsorted(dl, key_heavy, side="left", out_type=tf.int64)
+        slack = eh - tf.gather(dl_ext, lights_before)
+        heavy_prob = tf.cast(
+            tf.clip_by_value(1.0 + tf.cast(slack, tf.float64) / _FIXED_ONE, 0.0, 1.0),
+            tf.float32)
+        is_last = tf.equal(tf.range(b), b - 1)
+        heavy_prob = tf.where(is_last, 1.0, heavy_prob)
+        heavy_alias = tf.concat([heavy[1:], heavy[-1:]], 0)  # the last one: itself
+        shape = tf.reshape(n, [1])
+        prob = (tf.scatter_nd(light[:, None], light_prob, shape)
+                + tf.scatter_nd(heavy[:, None], heavy_prob, shape))
+        alias = (tf.scatter_nd(light[:, None], light_alias, shape)
+                 + tf.scatter_nd(heavy[:, None], heavy_alias, shape))
+        return prob, tf.cast(alias, tf.int32)
+
+    def all_equal():  # every q < 1 only by rounding: every bucket keeps its class
+        return tf.ones(tf.reshape(n, [1]), tf.float32), tf.range(tf.cast(n, tf.int32))
+
+    return tf.cond(b > 0, general, all_equal)
+
+
+def probabilities(prob, alias):
+    """float64 class probabilities that a table represents."""
+    prob = tf.cast(prob, tf.float64)
+    n = tf.size(prob)
+    given = tf.math.unsorted_segment_sum(1.0 - prob, alias, n)
+    return (prob + given) / tf.cast(n, tf.float64)
+
+
+def sample(prob, alias, num_samples, seed):
+    """`num_samples` int64 i.i.d. draws; `seed` is an int [2] tensor."""
+    n = tf.size(prob, out_type=tf.int64)
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    shape = tf.reshape(tf.cast(num_samples, tf.int32), [1])
+    bucket = tf.random.stateless_uniform(shape, seeds[0], minval=tf.constant(0, tf.int64),
+                                         maxval=n, dtype=tf.int64)
+    coin = tf.random.stateless_uniform(shape, seeds[1], dtype=tf.float64)
+    keep = coin < tf.cast(tf.gather(prob, bucket), tf.float64)
+    return tf.where(keep, bucket, tf.cast(tf.gather(alias, bucket), tf.int64))
+
+
+def mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samples, seed):
+    """Draws from the table (mass `table_mass`) or the weighted list `extra_ids` (running
+    weight sums `extra_cum`), in proportion to their masses; the table alone if the
+    list is empty."""
+    m = tf.size(extra_ids)
+
+    def mixture():
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        from_table = sample(prob, alias, num_samples, seeds[0])
+        shape = tf.reshape(tf.cast(num_samples, tf.int32), [1])
+        u = tf.random.stateless_uniform(shape, seeds[1], dtype=tf.float64) * (
+            table_mass + extra_cum[m - 1])
+        # u >= table_mass with probability (list mass) / (total); then u - table_mass is
+        # uniform over the list's mass and picks an entry in proportion to its weight.
+        chosen = u >= table_mass
+        offset = tf.boolean_mask(u, chosen) - table_mass
+        k = tf.searchsorted(extra_cum, offset, side="right", out_type=tf.int32)
+        ids = tf.gather(extra_ids, tf.minimum(k, m - 1))
+        return tf.tensor_scatter_nd_update(from_table, tf.where(chosen), ids)
+
+    return tf.cond(m > 0, mixture, lambda: sample(prob, alias, num_samples, seed))
+
+
+def sample_unique(prob, alias, num_samples, seed):
+    """(first `num_samples` distinct ids of an i.i.d. stream, the stream length used)."""
+    support = tf.math.count_nonzero(probabilities(prob, alias) > 0.0)
+    return _unique_from_stream(lambda k, s: sample(prob, alias, k, s), num_samples, seed,
+                               support)
+
+
+def mixture_sample_unique(prob, alias, table_mass, extra_ids, extra_cum, num_samples, seed):
+    """`sample_unique` for the `mixture_sample` stream."""
+    n = tf.size(prob)
+    amounts = extra_cum - tf.concat([[0.0], extra_cum[:-1]], 0)
+    mass = (probabilities(prob, alias) * table_mass
+            + tf.math.unsorted_segment_sum(amounts, extra_ids, n))
+    support = tf.math.count_nonzero(mass > 0.0)
+    return _unique_from_stream(
+        lambda k, s: mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, k, s),
+        num_samples, seed, support)
+
+
+def _unique_from_stream(draw, num_samples, seed, support):
+    enough = tf.debugging.Assert(
+        support >= num_samples,
+        ["fewer classes than `num_samples` have a positive probability:", support])
+    with tf.control_dependencies([enough]):
+        first = draw(2 * num_samples, tf.random.experimental.stateless_fold_in(seed, 0))
+
+    def cond(r, stream):
+        return tf.size(tf.unique(stream).y) < num_samples
+
+    def body(r, stream):
+        more = draw(tf.size(stream), tf.random.experimental.stateless_fold_in(seed, r))
+        return r + 1, tf.concat([stream, more], 0)
+
+    # Tuples: eager while_loop compares the body's output structure with loop_vars.
+    _, stream = tf.while_loop(
+        cond, body, (tf.constant(1), first),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None])),
+        maximum_iterations=_MAX_UNIQUE_ROUNDS)
+    distinct, index = tf.unique(stream, out_idx=tf.int64)
+    sampled = tf.ensure_shape(distinct[:num_samples], [num_samples])
+    # The stream position where the last kept id first appeared, + 1.
+    num_tries = tf.argmax(tf.cast(tf.equal(index, num_samples - 1), tf.int32),
+                          output_type=tf.int64) + 1
+    return sampled, num_tries

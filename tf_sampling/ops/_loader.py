@@ -1,0 +1,133 @@
+"""Lazy loading of the compiled alias-table ops, after tensorflow/addons' `LazySO`.
+
+The CPU library (`_alias_ops*.so`, ops and CPU kernels) is loaded on first use, not at
+import. If it is missing, was built against another TensorFlow version (C++ ops have no
+stable ABI across TF releases), or fails to load, ONE warning is issued and callers use
+the pure-TF fallback. `TF_SAMPLING_PY_OPS=1` selects the fallback without a warning.
+The CUDA kernels live in a separate library (`_alias_ops_gpu*.so`), loaded after the CPU
+one when present; if it fails to load, the CPU kernels still serve.
+"""
+
+import glob
+import os
+import threading
+import warnings
+
+import tensorflow as tf
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+ENV_FORCE_FALLBACK = "TF_SAMPLING_PY_OPS"
+_MARKER = b"TF_SAMPLING_BUILT_WITH_TF="
+_HOW_TO_BUILD = (
+    "Rebuild it against the installed TensorFlow with `pip install --no-build-isolation .` "
+    "(or `make -C custom_ops`)")
+
+
+class CustomOpWarning(RuntimeWarning):
+    """The compiled ops could not be used; the pure-TF fallback is used instead."""
+
+
+def _find(directory, stem):
+    # `_alias_ops.so` (make) or `_alias_ops.cpython-311-x86_64-linux-gnu.so` (setuptools);
+    # the pattern needs the '.' so that `_alias_ops_gpu*` does not match `_alias_ops`.
+    paths = glob.glob(os.path.join(directory, stem + ".so")) + glob.glob(
+        os.path.join(directory, stem + ".*.so"))
+    return max(paths, key=os.path.getmtime) if paths else None
+
+
+def built_with_tf_version(path):
+    """The TF version a library of ours was compiled against, read from the file
+    without loading it (a marker string compiled into it), or None."""
+    with open(path, "rb") as f:
+        data = f.read()
+    start = data.find(_MARKER)
+    if start < 0:
+        return None
+    start += len(_MARKER)
+    end = data.find(b";", start, start + 64)
+    return data[start:end].decode("ascii", "replace") if end > 0 else None
+
+
+class CustomOpLibrary:
+    """One compiled op library, loaded on first `get()`; `None` if unusable."""
+
+    def __init__(self, directory=_HERE, stem="_alias_ops", gpu_stem="_alias_ops_gpu"):
+        self.directory = directory
+        self.stem = stem
+        self.gpu_stem = gpu_stem
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        """Forgets the load attempt (tests use this after changing the environment)."""
+        self._tried = False
+        self._module = None
+        self.reason = None  # why the library is unusable, if it is
+        self.path = None
+        self.gpu_loaded = False
+
+    def get(self):
+        """The loaded op module, or None (then the fallback must be used)."""
+        if not self._tried:
+            with self._lock:
+                if not self._tried:
+                    self._module = self._load()
+                    self._tried = True
+        return self._module
+
+    def _unusable(self, reason, warn=True):
+        self.reason = reason
+        if warn:
+            warnings.warn(f"tf_sampling: {reason}; using the pure-TensorFlow fallback "
+                          "(same distributions, slower).", CustomOpWarning, stacklevel=4)
+        return None
+
+    def _load(self):
+        if os.environ.get(ENV_FORCE_FALLBACK, "") == "1":
+            return self._unusable(f"{ENV_FORCE_FALLBACK}=1", warn=False)
+        path = _find(self.directory, self.stem)
+        if path is None:
+            return self._unusable(
+                f"the custom op library ({self.stem}.so) was not found in {self.directory}. "
+                f"{_HOW_TO_BUILD}")
+        self.path = path
+        built = built_with_tf_version(path)
+        if built != tf.__version__:
+            return self._unusable(
+                f"{os.path.basename(path)} was built against TensorFlow {built}, but "
+                f"TensorFlow {tf.__version__} is running. {_HOW_TO_BUILD}")
+        try:
+            module = tf.load_op_library(path)
+        except Exception as e:  # NotFoundError (undefined symbol), OSError, ...
+            return self._unusable(f"loading {path} failed ({type(e).__name__}: {e})")
+        self._load_gpu_kernels()
+        return module
+
+    def _load_gpu_kernels(self):
+        gpu_path = _find(self.directory, self.gpu_stem)
+        if gpu_path is None:
+            return
+        if built_with_tf_version(gpu_path) != tf.__version__:
+            warnings.warn(f"tf_sampling: {os.path.basename(gpu_path)} was built against another "
+                          "TensorFlow version; the alias ops run on the CPU only.",
+                          CustomOpWarning, stacklevel=5)
+            return
+        try:
+            tf.load_library(gpu_path)
+            self.gpu_loaded = True
+        except Exception as e:
+            warnings.warn(f"tf_sampling: loading the CUDA kernels ({gpu_path}) failed "
+                          f"({type(e).__name__}: {e}); the alias ops run on the CPU only.",
+                          CustomOpWarning, stacklevel=5)
+
+
+LIBRARY = CustomOpLibrary()
+
+
+def custom_ops_available():
+    """Whether the compiled alias-table ops are loaded (loads them on first call).
+
+    >>> tfs.ops.custom_ops_available()
+    True
+    """
+    return LIBRARY.get() is not None

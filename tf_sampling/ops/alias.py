@@ -1,0 +1,201 @@
+"""Alias tables: O(1) draws from a discrete distribution over many classes.
+
+`alias_build` makes a table from weights in O(n); `alias_sample` draws from it. Both use
+the compiled ops (custom_ops/, C++ and CUDA) when they are available and otherwise a
+pure-TensorFlow fallback with the same distributions; `use_custom_op` picks one.
+
+Example:
+>>> table = tfs.ops.alias_build([1.0, 0.0, 3.0, 4.0])
+>>> ids = tfs.ops.alias_sample(table.prob, table.alias, num_samples=5, seed=[1, 2])
+>>> ids, num_tries = tfs.ops.alias_sample(*table, num_samples=3, seed=7, unique=True)
+"""
+
+import collections
+import numbers
+
+import tensorflow as tf
+
+from tf_sampling.ops import _alias_tf
+from tf_sampling.ops import _loader
+
+AliasTable = collections.namedtuple("AliasTable", ["prob", "alias"])
+UniqueSample = collections.namedtuple("UniqueSample", ["samples", "num_tries"])
+
+
+def _ops(use_custom_op):
+    """The compiled op module, or None for the fallback."""
+    if use_custom_op is False:
+        return None
+    module = _loader.LIBRARY.get()
+    if module is None and use_custom_op is True:
+        raise RuntimeError(
+            f"use_custom_op=True, but the custom ops are unavailable: {_loader.LIBRARY.reason}")
+    return module
+
+
+def _seed_tensor(seed):
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        seed = int(seed)
+        return tf.constant([seed & 0x7FFFFFFF, (seed >> 31) & 0x7FFFFFFF], tf.int64)
+    seed = tf.convert_to_tensor(seed)
+    if not seed.dtype.is_integer or seed.shape.rank != 1 or seed.shape[0] != 2:
+        raise ValueError(f"`seed` must be an int or an integer tensor of shape [2], got {seed!r}.")
+    return tf.cast(seed, tf.int64)
+
+
+def _check_vector(x, name):
+    if x.shape.rank is not None and x.shape.rank != 1:
+        raise ValueError(f"`{name}` must be a vector, got shape {x.shape}.")
+
+
+def alias_build(weights, use_custom_op=None, name=None):
+    """Builds an alias table for sampling class i with probability weights[i] / sum(weights).
+
+    Args:
+        weights: vector of non-negative weights (any real or integer dtype; float64 keeps
+            large counts exact). Zero weights are never sampled.
+        use_custom_op: None (the compiled op if it loaded, else the fallback), True (the
+            op, or RuntimeError) or False (the pure-TF fallback).
+        name: optional name scope.
+
+    Returns:
+        `AliasTable(prob, alias)`: float32 `[n]` and int32 `[n]`. Bucket i keeps class i with
+        probability prob[i] and gives class alias[i] otherwise.
+
+    Raises:
+        InvalidArgumentError: for negative, NaN, infinite or all-zero weights, or an empty
+            vector (at run time inside `tf.function`).
+
+    Example:
+    >>> prob, alias = tfs.ops.alias_build(tf.constant([1.0, 0.0, 3.0]))
+    """
+    with tf.name_scope(name or "alias_build"):
+        weights = tf.convert_to_tensor(weights)
+        _check_vector(weights, "weights")
+        if weights.dtype not in (tf.float32, tf.float64):
+            if not (weights.dtype.is_floating or weights.dtype.is_integer):
+                raise TypeError(f"`weights` must be real numbers, got dtype {weights.dtype.name}.")
+            weights = tf.cast(weights, tf.float64 if weights.dtype.is_integer else tf.float32)
+        ops = _ops(use_custom_op)
+        if ops is not None:
+            prob, alias = ops.tf_sampling_alias_build(weights)
+        else:
+            prob, alias = _alias_tf.build(weights)
+        return AliasTable(prob, alias)
+
+
+def alias_sample(prob, alias, num_samples, seed, unique=False, use_custom_op=None, name=None):
+    """Draws class ids from an alias table.
+
+    The compiled op draws i.i.d. ids from a counter-based Philox stream keyed by `seed`:
+    draw t depends only on the table, the seed and t, so the result is the same whatever
+    the number of CPU threads (large draws are split across the TF thread pool), and the
+    same on CPU and GPU. The fallback draws the same distribution from TF's stateless ops.
+
+    Args:
+        prob, alias: a table from `alias_build`.
+        num_samples: number of ids (int or int scalar tensor; a Python int if `unique`).
+        seed: an int, or an int32/int64 tensor of shape [2] (like TF's stateless ops).
+        unique: if True, return the first `num_samples` distinct ids of the stream and the
+            number of draws that took (`num_tries`); the expected count of a class of
+            probability p in such a sample is `1 - (1 - p) ** num_tries`.
+        use_custom_op: as in `alias_build`.
+        name: optional name scope.
+
+    Returns:
+        int64 `[num_samples]` ids, or `UniqueSample(samples, num_tries)` if `unique`.
+
+    Example:
+    >>> table = tfs.ops.alias_build([1.0, 2.0, 3.0])
+    >>> ids = tfs.ops.alias_sample(*table, num_samples=1000, seed=[0, 1])
+    """
+    with tf.name_scope(name or "alias_sample"):
+        prob = tf.convert_to_tensor(prob, tf.float32)
+        alias = tf.convert_to_tensor(alias, tf.int32)
+        _check_vector(prob, "prob")
+        _check_vector(alias, "alias")
+        if isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
+            if num_samples < 0:
+                raise ValueError(f"`num_samples` must be >= 0, got {num_samples}.")
+        elif unique:
+            raise TypeError("`num_samples` must be a Python int when `unique=True`.")
+        seed = _seed_tensor(seed)
+        ops = _ops(use_custom_op)
+        if unique:
+            if ops is not None:
+                samples, num_tries = ops.tf_sampling_alias_sample_unique(
+                    prob, alias, tf.constant(num_samples, tf.int64), seed)
+            elif num_samples == 0:
+                samples, num_tries = tf.zeros([0], tf.int64), tf.constant(0, tf.int64)
+            else:
+                samples, num_tries = _alias_tf.sample_unique(prob, alias, num_samples, seed)
+            return UniqueSample(samples, num_tries)
+        num = tf.cast(num_samples, tf.int64)
+        if ops is not None:
+            return ops.tf_sampling_alias_sample(prob, alias, num, seed)
+        return _alias_tf.sample(prob, alias, num, seed)
+
+
+def alias_mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samples, seed,
+                         unique=False, use_custom_op=None, name=None):
+    """Draws from an alias table together with a weighted list of extra ids.
+
+    A draw comes from the table with probability `table_mass / (table_mass + W_extra)`,
+    else it is `extra_ids[k]` with probability `w_k / W_extra`, where `extra_cum` holds the
+    running sums of the weights `w_k` (nondecreasing, last entry `W_extra`). So the draws
+    follow `table_mass * p_table + (weights of extra_ids)`, exactly: this is how
+    `DynamicAliasSampler` draws from weights that grew since its table was built. With an
+    empty list it is `alias_sample` (the compiled op gives the same stream).
+
+    Args:
+        prob, alias: a table from `alias_build`.
+        table_mass: float64 scalar, the mass the table stands for (>= 0).
+        extra_ids: int64 `[m]` class ids; extra_cum: float64 `[m]` running weight sums.
+        num_samples, seed, unique, use_custom_op, name: as in `alias_sample`.
+
+    Returns:
+        int64 `[num_samples]` ids, or `UniqueSample(samples, num_tries)` if `unique`.
+
+    Example:
+    >>> table = tfs.ops.alias_build([1.0, 1.0, 0.0])
+    >>> ids = tfs.ops.alias_mixture_sample(*table, 2.0, [2], [2.0], 100, seed=1)  # 1:1:2
+    """
+    with tf.name_scope(name or "alias_mixture_sample"):
+        prob = tf.convert_to_tensor(prob, tf.float32)
+        alias = tf.convert_to_tensor(alias, tf.int32)
+        table_mass = tf.cast(table_mass, tf.float64)
+        extra_ids = tf.cast(extra_ids, tf.int64)
+        extra_cum = tf.cast(extra_cum, tf.float64)
+        for x, label in ((prob, "prob"), (alias, "alias"), (extra_ids, "extra_ids"),
+                         (extra_cum, "extra_cum")):
+            _check_vector(x, label)
+        if isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
+            if num_samples < 0:
+                raise ValueError(f"`num_samples` must be >= 0, got {num_samples}.")
+        elif unique:
+            raise TypeError("`num_samples` must be a Python int when `unique=True`.")
+        seed = _seed_tensor(seed)
+        ops = _ops(use_custom_op)
+        args = (prob, alias, table_mass, extra_ids, extra_cum)
+        if unique:
+            if ops is not None:
+                samples, num_tries = ops.tf_sampling_alias_mixture_sample_unique(
+                    *args, tf.constant(num_samples, tf.int64), seed)
+            elif num_samples == 0:
+                samples, num_tries = tf.zeros([0], tf.int64), tf.constant(0, tf.int64)
+            else:
+                samples, num_tries = _alias_tf.mixture_sample_unique(*args, num_samples, seed)
+            return UniqueSample(samples, num_tries)
+        num = tf.cast(num_samples, tf.int64)
+        if ops is not None:
+            return ops.tf_sampling_alias_mixture_sample(*args, num, seed)
+        return _alias_tf.mixture_sample(*args, num, seed)
+
+
+def alias_probabilities(prob, alias):
+    """float64 `[n]`: the probability of each class under a table (pure TF; for checks).
+
+    >>> p = tfs.ops.alias_probabilities(*tfs.ops.alias_build([1.0, 3.0]))  # [0.25, 0.75]
+    """
+    return _alias_tf.probabilities(tf.convert_to_tensor(prob, tf.float32),
+                                   tf.convert_to_tensor(alias, tf.int32))

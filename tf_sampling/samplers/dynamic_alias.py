@@ -1,0 +1,226 @@
+"""Dynamic alias sampler: O(1) draws from class weights that change every step, exactly."""
+
+import numbers
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_sampling import ops
+from tf_sampling.samplers.base import CandidateSampler, _check_positive_int
+
+
+@keras.saving.register_keras_serializable(package="tf_sampling")
+class DynamicAliasSampler(CandidateSampler):
+    """Draws class k with probability `w[k] / sum(w)` for weights `w` that change during
+    training: counted from the labels (like `LearnedUnigramSampler`) and/or set with
+    `assign_weights` / `add_weights`.
+
+    Every draw is exact for the current weights. The sampler keeps an alias table built
+    from the weights at its last rebuild (mass `W_table`) and the list of increments since
+    (ids and amounts, mass `W_pending`); the current weights are exactly their sum, so a
+    draw picks the table with probability `W_table / (W_table + W_pending)` (an O(1)
+    alias draw) and otherwise an increment with probability proportional to its amount
+    (a binary search in their running sum), all in one call of
+    `tfs.ops.alias_mixture_sample` (unique draws and `num_tries` included). This is exact
+    while weights only grow; `assign_weights` (which may lower weights) rebuilds at once.
+    The table is rebuilt, O(num_classes), when more than `max_pending` increments or a
+    pending mass above `rebuild_threshold * W_table` have accumulated: the thresholds
+    trade rebuild time against draw time, never exactness.
+
+    All state (weights, table, increments) is in non-trainable variables, so it is saved
+    by `tf.train.Checkpoint` and in `.keras` files and shared by every `tf.function`.
+    Expected counts come from the exact weights (`1 - (1 - p)^num_tries` when unique).
+
+    Args:
+        num_classes: number of classes.
+        initial_weights: None (all ones, as TF's learned unigram sampler starts) or a
+            vector of `num_classes` non-negative weights, not all zero.
+        learn_from_labels: if True, `update(labels)` adds 1 per occurrence of a label.
+        rebuild_threshold: rebuild once the pending mass exceeds this fraction of the
+            table's mass (> 0).
+        max_pending: rebuild once more than this many increments are pending (> 0).
+        seed: optional int seed of the sampler's seed generator.
+
+    Not tested under `tf.distribute` (the increments list is per replica).
+
+    Example:
+    >>> s = tfs.samplers.DynamicAliasSampler(num_classes=1000, seed=1)
+    >>> s.update([[3], [3], [7]])                 # weights of 3 and 7 grow by 2 and 1
+    >>> s.add_weights([5], [10.0])
+    >>> sampled, true_ec, sampled_ec = s.sample([[3]], num_sampled=64)
+    >>> s.assign_weights(tf.ones([1000]))         # back to uniform (rebuilds)
+    """
+
+    learns = True
+
+    def __init__(self, num_classes, initial_weights=None, learn_from_labels=True,
+                 rebuild_threshold=1.0, max_pending=65536, seed=None, **kwargs):
+        super().__init__(num_classes, seed=seed, **kwargs)
+        self.learn_from_labels = bool(learn_from_labels)
+        if (isinstance(rebuild_threshold, bool) or not isinstance(rebuild_threshold, numbers.Real)
+                or not rebuild_threshold > 0):
+            raise ValueError(f"`rebuild_threshold` must be a positive number, got "
+                             f"{rebuild_threshold!r}.")
+        self.rebuild_threshold = float(rebuild_threshold)
+        self.max_pending = _check_positive_int(max_pending, "max_pending")
+        init = self._check_initial_weights(initial_weights)
+        self.initial_weights = None if initial_weights is None else init.tolist()
+        with tf.init_scope():  # the first table is built eagerly, once
+            prob, alias = ops.alias_build(init)
+            prob, alias = prob.numpy(), alias.numpy()
+
+        def const(value):
+            return lambda shape, dtype: tf.constant(value, dtype=dtype, shape=shape)
+
+        v = self.num_classes
+
+        def state(name, shape, dtype, value):
+            return self.add_weight(shape=shape, dtype=dtype, initializer=const(value),
+                                   trainable=False, autocast=False, name=name)
+
+        self.class_weights = state("class_weights", (v,), "float64", init)
+        self.num_positive = state("num_positive", (), "int64", int(np.count_nonzero(init)))
+        self.table_prob = state("table_prob", (v,), "float32", prob)
+        self.table_alias = state("table_alias", (v,), "int32", alias)
+        self.table_mass = state("table_mass", (), "float64", float(init.sum()))
+        self.pending_ids = state("pending_ids", (self.max_pending,), "int64", 0)
+        self.pending_cum = state("pending_cum", (self.max_pending,), "float64", 0.0)
+        self.pending_size = state("pending_size", (), "int64", 0)
+        self.num_rebuilds = state("num_rebuilds", (), "int64", 0)
+
+    def _check_initial_weights(self, initial_weights):
+        if initial_weights is None:
+            return np.ones(self.num_classes, np.float64)
+        w = np.asarray(initial_weights, dtype=np.float64)
+        if w.shape != (self.num_classes,):
+            raise ValueError(f"`initial_weights` must have shape ({self.num_classes},), got "
+                             f"{w.shape}.")
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError("`initial_weights` must be finite and non-negative.")
+        if not np.any(w > 0):
+            raise ValueError("`initial_weights` are all zero; at least one must be positive.")
+        return w
+
+    # ------------------------------------------------------------- weights
+    def update(self, class_ids):
+        """Adds 1 to the weight of every id in `class_ids` (any shape; repeats count), if
+        `learn_from_labels`. Layers call this on training steps only."""
+        if not self.learn_from_labels:
+            return None
+        return self.add_weights(class_ids)
+
+    def add_weights(self, class_ids, amounts=None):
+        """Adds `amounts` (default 1 each; same size as `class_ids`, finite, >= 0) to the
+        weights of `class_ids`. Rebuilds the table if a threshold is passed."""
+        ids = tf.reshape(self._check_ids(class_ids, "class_ids", rank=None), [-1])
+        if amounts is None:
+            amounts = tf.ones_like(ids, tf.float64)
+        else:
+            amounts = tf.reshape(tf.cast(amounts, tf.float64), [-1])
+            if (ids.shape[0] is not None and amounts.shape[0] is not None
+                    and ids.shape[0] != amounts.shape[0]):
+                raise ValueError(f"`amounts` must have one entry per class id: {ids.shape[0]} "
+                                 f"ids, {amounts.shape[0]} amounts.")
+            checks = [
+                tf.debugging.assert_equal(tf.size(amounts), tf.size(ids), message=(
+                    "`amounts` must have one entry per class id")),
+                tf.debugging.Assert(
+                    tf.reduce_all(tf.math.is_finite(amounts) & (amounts >= 0.0)),
+                    ["`amounts` must be finite and non-negative (weights only grow here; "
+                     "use assign_weights to lower them)"]),
+            ]
+            with tf.control_dependencies(checks):
+                amounts = tf.identity(amounts)
+        num_new = tf.size(ids, out_type=tf.int64)
+        # Classes whose weight becomes positive (for the support of unique draws).
+        uniq, where = tf.unique(ids)
+        per_class = tf.math.unsorted_segment_sum(amounts, where, tf.size(uniq))
+        old = self.class_weights.value.sparse_read(uniq)
+        newly = tf.math.count_nonzero((old == 0.0) & (per_class > 0.0), dtype=tf.int64)
+        self.class_weights.value.scatter_add(tf.IndexedSlices(per_class, uniq))
+        self.num_positive.assign_add(newly)
+
+        size = tf.convert_to_tensor(self.pending_size)
+        pending = self._pending_mass(size)
+        new_pending = pending + tf.reduce_sum(amounts)
+        full = (size + num_new > self.max_pending) | (
+            new_pending > self.rebuild_threshold * self.table_mass)
+
+        def append():
+            slots = (size + tf.range(num_new))[:, None]
+            self.pending_ids.value.scatter_nd_update(slots, ids)
+            self.pending_cum.value.scatter_nd_update(slots, pending + tf.cumsum(amounts))
+            self.pending_size.assign(size + num_new)
+            return tf.constant(False)
+
+        def rebuild():
+            self.rebuild()
+            return tf.constant(True)
+
+        return tf.cond(full, rebuild, append)
+
+    def assign_weights(self, weights):
+        """Sets all weights (shape `[num_classes]`, finite, >= 0, not all zero) and rebuilds
+        the table. InvalidArgumentError on bad weights, leaving the state unchanged."""
+        w = tf.cast(tf.convert_to_tensor(weights), tf.float64)
+        if w.shape.rank is not None and w.shape.as_list() != [self.num_classes]:
+            raise ValueError(f"`weights` must have shape [{self.num_classes}], got {w.shape}.")
+        prob, alias = ops.alias_build(w)  # checks the weights first
+        with tf.control_dependencies([prob, alias]):
+            self.class_weights.assign(w)
+            self.num_positive.assign(tf.math.count_nonzero(w > 0.0, dtype=tf.int64))
+            self._set_table(prob, alias, tf.reduce_sum(w))
+
+    def rebuild(self):
+        """Rebuilds the alias table from the current weights (O(num_classes))."""
+        w = tf.convert_to_tensor(self.class_weights)
+        prob, alias = ops.alias_build(w)
+        self._set_table(prob, alias, tf.reduce_sum(w))
+
+    def _set_table(self, prob, alias, mass):
+        self.table_prob.assign(prob)
+        self.table_alias.assign(alias)
+        self.table_mass.assign(mass)
+        self.pending_size.assign(0)
+        self.num_rebuilds.assign_add(1)
+
+    # Sparse reads (gathers) only: once a variable has had a scatter update, TF copies
+    # all of it on every dense read (copy-on-read mode), 8 MB per read at 1e6 classes.
+    def _pending_mass(self, size):
+        last = self.pending_cum.value.sparse_read(tf.maximum(size - 1, 0))
+        return tf.where(size > 0, last, tf.constant(0.0, tf.float64))
+
+    # ------------------------------------------------------------- sampling
+    def _probability(self, class_ids):
+        total = self.table_mass + self._pending_mass(tf.convert_to_tensor(self.pending_size))
+        return self.class_weights.value.sparse_read(class_ids) / total
+
+    def _support_size(self):
+        return self.num_positive
+
+    def _mixture(self):
+        pending = tf.range(tf.convert_to_tensor(self.pending_size))
+        return (self.table_prob, self.table_alias, self.table_mass,
+                self.pending_ids.value.sparse_read(pending),
+                self.pending_cum.value.sparse_read(pending))
+
+    def _draw(self, num_draws, seed):
+        return ops.alias_mixture_sample(*self._mixture(), num_draws, seed)
+
+    def _sample_unique(self, num_sampled, seed):
+        # The op dedupes the mixture stream itself (same semantics as the base class:
+        # the first num_sampled distinct ids of an i.i.d. stream, num_tries = its
+        # length), in one call instead of rounds of TF ops; it also checks the support.
+        return tuple(ops.alias_mixture_sample(*self._mixture(), num_sampled, seed,
+                                              unique=True))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "initial_weights": self.initial_weights,
+            "learn_from_labels": self.learn_from_labels,
+            "rebuild_threshold": self.rebuild_threshold,
+            "max_pending": self.max_pending,
+        })
+        return config
