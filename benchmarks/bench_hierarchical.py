@@ -43,6 +43,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tf_sampling as tfs  # noqa: E402
 from tf_sampling import trees  # noqa: E402
 
+from bench_losses import _log_uniform_labels, _sgd_step  # same folder: shared harness
+
 
 @dataclasses.dataclass
 class Row:
@@ -67,29 +69,8 @@ class Config:
     top_k_reps: int = 5
 
 
-def _log_uniform_labels(rng, vocab, n):
-    # Zipf-like labels, as in a frequency-sorted vocabulary (P(k) ~ log((k+2)/(k+1))).
-    u = rng.random(n)
-    return np.minimum(np.floor(np.exp(u * np.log(vocab + 1.0))) - 1, vocab - 1).astype(np.int64)
 
 
-def _sgd_step(loss_fn, variables, hidden, labels):
-    """A tf.function doing forward, backward (to the inputs too) and an SGD apply."""
-    opt = keras.optimizers.SGD(0.01)
-    opt.build(variables)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            tape.watch(hidden)
-            loss = tf.reduce_mean(loss_fn(hidden, labels))
-        grads = tape.gradient(loss, [hidden] + variables)
-        opt.apply(grads[1:], variables)
-        # Returning d(loss)/d(inputs) keeps the backward pass to the inputs (which a real
-        # model needs) from being pruned.
-        return loss, tf.reduce_sum(grads[0])
-
-    return step
 
 
 def _time_round_robin(steps, reps, warmup, rep_counts):
