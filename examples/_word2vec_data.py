@@ -25,19 +25,7 @@ Example:
 import numpy as np
 import tensorflow as tf
 
-
-def keep_probabilities(counts, sample):
-    """word2vec's probability of keeping each occurrence of a word (1 for sample <= 0).
-
-    With t = sample * total, a word seen c times is kept with probability
-    (sqrt(c / t) + 1) * t / c, capped at 1 (word2vec.c and gensim use this formula).
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    if sample <= 0:
-        return np.ones_like(counts, dtype=np.float32)
-    threshold = sample * counts.sum()
-    p = (np.sqrt(counts / threshold) + 1.0) * threshold / np.maximum(counts, 1.0)
-    return np.minimum(p, 1.0).astype(np.float32)
+from tf_sampling.word2vec import keep_probabilities  # noqa: F401 (re-exported)
 
 
 def chunk_bounds(sentence_ids, chunk_tokens):

@@ -59,6 +59,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--corpus", help="whitespace-tokenized text, one sentence per line "
                    "(default: a synthetic Zipfian corpus)")
+    p.add_argument("--trainer", choices=("keras", "fused"), default="keras",
+                   help="keras: model.fit with a tf_sampling head; fused: tfs.Word2Vec, "
+                        "word2vec's loop in one custom op (skip-gram, negative or "
+                        "hierarchical head only; --workers threads)")
+    p.add_argument("--workers", type=int, default=2, help="threads of the fused trainer")
     p.add_argument("--model", choices=("skipgram", "cbow"), default="skipgram")
     p.add_argument("--head", choices=("negative", "hierarchical", "sampled"),
                    default="negative")
@@ -96,7 +101,27 @@ def parse_args(argv=None):
         args.batch_size = 1024
     if args.lr is None:
         args.lr = 0.025 if args.model == "skipgram" else 0.05
+    if args.trainer == "fused" and (args.model != "skipgram" or args.head == "sampled"):
+        p.error("--trainer fused trains skip-gram with the negative or hierarchical head")
     return args
+
+
+def train_fused(args, vocab, sentences):
+    """word2vec's own loop in the fused op: (vectors, seconds, effective words, raw words)."""
+    import tf_sampling as tfs
+
+    hs = args.head == "hierarchical"
+    model = tfs.Word2Vec(vocab.words, vocab.counts, dim=args.dim, window=args.window,
+                         negative=0 if hs else args.negative, hs=hs, sample=args.sample,
+                         alpha=args.lr, workers=args.workers, seed=args.seed)
+    encoded = model.encode(sentences)
+    t0 = time.perf_counter()
+    history = model.train(encoded=encoded, epochs=args.epochs, callback=lambda e, h: print(
+        f"epoch {e + 1}/{args.epochs}: {h['seconds']:.1f}s, loss {h['loss']:.4f}")
+        if args.verbose else None)
+    seconds = time.perf_counter() - t0
+    return (model.vectors, seconds, sum(h["words"] for h in history),
+            sum(h["raw_words"] for h in history), history[-1]["loss"])
 
 
 def build_model(args, vocab_size, counts):
@@ -165,6 +190,15 @@ def main(argv=None):
 
     sentences, twins = load_corpus(args)
     vocab = _corpus.Vocab.from_tokens(sentences, min_count=args.min_count)
+    if args.trainer == "fused":
+        emb, train_time, effective, raw, final_loss = train_fused(args, vocab, sentences)
+        words_per_sec, raw_per_sec = effective / train_time, raw / train_time
+        print(f"trained {args.epochs} epochs in {train_time:.1f}s: {words_per_sec:,.0f} "
+              f"words/s (after subsampling), {raw_per_sec:,.0f} raw words/s", flush=True)
+        return report(args, vocab, emb, twins, {
+            "trainer": "fused", "words_per_sec": round(words_per_sec),
+            "raw_words_per_sec": round(raw_per_sec), "train_seconds": round(train_time, 2),
+            "final_loss": final_loss})
     ids, sentence_ids, raw_words = _corpus.encode_sentences(sentences, vocab)
     del sentences
     keep = _word2vec_data.keep_probabilities(vocab.counts, args.sample)
@@ -205,7 +239,14 @@ def main(argv=None):
           f"words/s, {total_examples * trained_fraction / train_time:,.0f} examples/s",
           flush=True)
 
-    emb = vectors.embeddings.numpy()
+    return report(args, vocab, vectors.embeddings.numpy(), twins, {
+        "trainer": "keras", "words_per_sec": round(words_per_sec),
+        "raw_words_per_sec": round(raw_per_sec), "train_seconds": round(train_time, 2),
+        "final_loss": float(history.history["loss"][-1])})
+
+
+def report(args, vocab, emb, twins, timing):
+    """Prints neighbours and the scores, writes the vectors, returns the RESULT dict."""
     if not np.all(np.isfinite(emb)):
         raise FloatingPointError("training diverged: the vectors have NaN/inf values; "
                                  "try a smaller --lr or --batch-size")
@@ -222,10 +263,7 @@ def main(argv=None):
     result = {"model": args.model, "head": args.head, "dim": args.dim,
               "negatives": args.negatives if args.head == "negative" else None,
               "window": args.window, "negative": args.negative, "epochs": args.epochs,
-              "batch_size": args.batch_size, "vocab_size": len(vocab),
-              "words_per_sec": round(words_per_sec), "raw_words_per_sec": round(raw_per_sec),
-              "train_seconds": round(train_time, 2),
-              "final_loss": float(history.history["loss"][-1])}
+              "batch_size": args.batch_size, "vocab_size": len(vocab), **timing}
     wordsim, synthetic_pairs = args.wordsim, None
     if wordsim is None and twins is not None:
         # The synthetic corpus knows which words are alike: its planted twins.

@@ -341,6 +341,28 @@ def test_word2vec_skipgram_negative_finds_the_planted_twins(tmp_path, capsys):
     assert len(re.findall(r"^  w\d+(_twin)?: w\d+(_twin)? -?\d\.\d\d, ", out, re.M)) == 5
 
 
+@pytest.mark.parametrize("head", ["negative", "hierarchical"])
+def test_word2vec_fused_trainer_finds_the_planted_twins(tmp_path, capsys, head):
+    import tf_sampling as tfs
+
+    if not tfs.ops.custom_ops_available():
+        pytest.skip("the fused trainer needs the compiled custom ops")
+    out_path = str(tmp_path / "vectors.txt")
+    res, _ = _result_of(word2vec.main, [
+        "--trainer", "fused", "--head", head, "--synthetic-tokens", "100000", "--epochs", "2",
+        "--dim", "32", "--output", out_path, "--verbose", "0"], capsys)
+    assert res["trainer"] == "fused" and res["words_per_sec"] > 0
+    assert res["wordsim_pairs"] == 80
+    assert res["wordsim_spearman"] > 0.3, res  # same bound as the Keras trainer above
+    words, vectors = ev.load_word2vec_format(out_path)
+    assert vectors.shape == (res["vocab_size"], 32)
+
+
+def test_word2vec_fused_trainer_rejects_cbow():
+    with pytest.raises(SystemExit):
+        word2vec.parse_args(["--trainer", "fused", "--model", "cbow"])
+
+
 def test_twin_pairs_file_and_planting(tmp_path):
     tokens = _zipf_source.plant_twins(np.array(["a", "b", "c"] * 1000), ["a", "b"], seed=0)
     assert set(tokens) == {"a", "a_twin", "b", "b_twin", "c"}

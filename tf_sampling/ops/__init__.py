@@ -14,6 +14,7 @@ from tf_sampling.ops.alias import (
     alias_probabilities,
     alias_sample,
 )
+from tf_sampling.ops.skipgram import skipgram_train
 
 __all__ = [
     "AliasTable",
@@ -24,4 +25,5 @@ __all__ = [
     "alias_probabilities",
     "alias_sample",
     "custom_ops_available",
+    "skipgram_train",
 ]
