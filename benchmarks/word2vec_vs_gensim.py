@@ -137,10 +137,10 @@ def machine():
             f"TF {tf.__version__}")
 
 
-def mean_sd(values):
+def mean_sd(values, digits=3):
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f}±{statistics.stdev(values):.3f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main(argv=None):
@@ -197,7 +197,7 @@ def main(argv=None):
             summary.append(item)
             print(f"| {config} | {impl} | {item['seconds']:.1f} | {raw_speed / 1e3:.0f}K | "
                   f"{speed / 1e3:.0f}K | {ratio:.2f}x | {mean_sd([r['wordsim'] for r in rs])} | "
-                  f"{mean_sd([100 * r['analogy'] for r in rs])}% "
+                  f"{mean_sd([100 * r['analogy'] for r in rs], 1)}% "
                   f"({100 * rs[0]['analogy_coverage']:.0f}%) |")
     if set(impls) >= {"tf_sampling", "gensim"}:
         print()

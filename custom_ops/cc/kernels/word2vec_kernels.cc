@@ -8,6 +8,7 @@
 
 #define EIGEN_USE_THREADS
 
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -42,6 +43,9 @@ const w2v::SigmoidTable& Table() {
   static const w2v::SigmoidTable* table = new w2v::SigmoidTable();
   return *table;
 }
+
+// Words per block of work (gensim's jobs are 10000 words too).
+constexpr int64_t kBlockWords = 10000;
 
 uint64_t Mix(uint64_t a, uint64_t b) {
   w2v::Rng r(a ^ (b * 0xD6E8FEB86659FD93ull));
@@ -204,22 +208,40 @@ class SkipGramTrainOp : public OpKernel {
     p.w_in = w_in->tensor()->flat<float>().data();
     p.w_out = w_out->tensor()->flat<float>().data();
 
-    const int parts = static_cast<int>(
-        std::max<int64_t>(1, std::min<int64_t>(num_threads_, num_sentences)));
-    const std::vector<int64_t> bounds = w2v::SplitSentences(sp.data(), num_sentences, parts);
-    std::vector<w2v::PartStats> stats(parts);
+    // Blocks of about kBlockWords words, handed to the threads in corpus order as
+    // they free up (as gensim's job queue does), so that a thread slowed by
+    // other work on the machine does not hold the others up. Each block has its
+    // own random stream and its own slice of the learning-rate ramp.
+    const int64_t total_words = std::max<int64_t>(1, n);
+    const int64_t num_blocks = std::max<int64_t>(
+        1, std::min<int64_t>(num_sentences, (n + kBlockWords - 1) / kBlockWords));
+    const std::vector<int64_t> bounds =
+        w2v::SplitSentences(sp.data(), num_sentences, static_cast<int>(num_blocks));
+    const int threads = static_cast<int>(std::min<int64_t>(num_threads_, num_blocks));
+    std::vector<w2v::PartStats> stats(threads);
     const uint64_t base = Mix(static_cast<uint64_t>(seed.flat<int64_t>()(0)),
                               static_cast<uint64_t>(seed.flat<int64_t>()(1)));
-    auto run = [&](int k) {
+    std::atomic<int64_t> next_block{0};
+    auto run = [&](int thread) {
       std::vector<float> e(dim);
       std::vector<int32_t> kept;
-      stats[k] = TrainPart(p, Table(), bounds[k], bounds[k + 1], Mix(base, k + 1),
-                           e.data(), &kept);
+      for (int64_t b = next_block++; b < num_blocks; b = next_block++) {
+        w2v::Problem block = p;
+        const float x0 = static_cast<float>(sp(bounds[b])) / total_words;
+        const float x1 = static_cast<float>(sp(bounds[b + 1])) / total_words;
+        block.alpha_start = a0 + (a1 - a0) * x0;
+        block.alpha_end = a0 + (a1 - a0) * x1;
+        const w2v::PartStats s = TrainPart(block, Table(), bounds[b], bounds[b + 1],
+                                           Mix(base, b + 1), e.data(), &kept);
+        stats[thread].words += s.words;
+        stats[thread].pairs += s.pairs;
+        stats[thread].loss += s.loss;
+      }
     };
-    // One part per thread of the intra-op pool (Hogwild); part 0 runs here.
+    // Hogwild: the threads update the shared matrices without locks.
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-    BlockingCounter done(parts - 1);
-    for (int k = 1; k < parts; ++k) {
+    BlockingCounter done(threads - 1);
+    for (int k = 1; k < threads; ++k) {
       workers->Schedule([&run, &done, k] {
         run(k);
         done.DecrementCount();

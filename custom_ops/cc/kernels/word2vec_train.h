@@ -1,6 +1,6 @@
 // Fused skip-gram training: word2vec's inner loop, on raw arrays. No
 // TensorFlow in here; the op (word2vec_kernels.cc) checks the inputs, locks
-// the two embedding variables and runs one `TrainPart` per thread.
+// the two embedding variables and has `num_threads` threads train blocks of it.
 //
 // ALGORITHM
 //   Skip-gram of Mikolov et al. 2013, exactly as word2vec.c and gensim train
@@ -19,8 +19,9 @@
 //     [-6, 6]; outside it negative sampling uses the saturated gradient
 //     (word2vec.c) and hierarchical softmax skips the node (word2vec.c,
 //     gensim);
-//   - alpha decays linearly over the call, from alpha_start to alpha_end,
-//     in each thread's share of the corpus.
+//   - alpha decays linearly from alpha_start to alpha_end over the corpus;
+//     the op cuts it into blocks of ~10k words that idle threads take in
+//     order, each block trained by `TrainSentences` with its slice of the ramp.
 //
 // COST
 //   O(pairs * (negative + 1) * dim) for negative sampling, O(pairs * depth *
@@ -75,7 +76,7 @@ struct SigmoidTable {
 };
 
 // splitmix64 (Steele, Lea & Flood 2014): a fast, well-mixed stream per
-// thread. Training is Hogwild, so its results depend on thread timing anyway;
+// block. Training is Hogwild, so its results depend on thread timing anyway;
 // with one thread a seed gives the same model on every run.
 struct Rng {
   uint64_t state;
@@ -118,7 +119,7 @@ struct Problem {
   float alpha_end = 0.025f;
 };
 
-// What a thread did: words kept after subsampling, pairs trained, and the
+// What a block did: words kept after subsampling, pairs trained, and the
 // sum of the pairs' losses (-log sigmoid, from the table; NaN-free).
 struct PartStats {
   int64_t words = 0;
@@ -241,7 +242,7 @@ TFS_W2V_INLINE PartStats TrainSentences(const Problem& p, const SigmoidTable& t,
 }
 
 // Cuts sentences [0, num_sentences) into `parts` contiguous ranges of about
-// equal token counts; returns part boundaries (parts + 1 sentence indices).
+// equal word counts; returns their boundaries (parts + 1 sentence indices).
 inline std::vector<int64_t> SplitSentences(const int64_t* splits,
                                            int64_t num_sentences, int parts) {
   std::vector<int64_t> bounds(parts + 1, num_sentences);
