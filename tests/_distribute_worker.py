@@ -5,7 +5,8 @@ per process, so the scenarios cannot run inside the pytest process. Usage:
 
     python tests/_distribute_worker.py local OUT.npz    # 2 logical CPUs: single device,
                                                         # MirroredStrategy, shard placement,
-                                                        # BackupAndRestore
+                                                        # BackupAndRestore, replicated
+                                                        # sampler/estimator state
     TF_CONFIG=... python tests/_distribute_worker.py mwms OUT.npz   # one worker of a
                                                         # MultiWorkerMirroredStrategy cluster
     python tests/_distribute_worker.py ps OUT.npz       # ParameterServerStrategy on an
@@ -64,6 +65,11 @@ def _dataset():
     return tf.data.Dataset.from_tensor_slices(((X, Y, CANDS, POS),)).batch(BATCH)
 
 
+def _retrieval_dataset():
+    # Zero targets: the model's output is the per-example loss (see retrieval_model).
+    return tf.data.Dataset.from_tensor_slices(((X, Y), np.zeros(N, np.float32))).batch(BATCH)
+
+
 def all_layers_model(dynamic=False):
     """One model holding every output layer (one trace instead of one per layer).
 
@@ -105,6 +111,52 @@ def all_layers_model(dynamic=False):
     return model
 
 
+class _InBatchLoss(keras.layers.Layer):
+    """Per-example in-batch softmax loss with log Q correction, over `groups` equal parts
+    of the batch.
+
+    A replica's in-batch negatives are its own examples, so 2 replicas of 8 examples
+    train like one device whose batch of 16 is split in 2 groups: with that, the losses
+    and weights of the data-parallel runs must match the single-device run."""
+
+    def __init__(self, groups, **kwargs):
+        super().__init__(**kwargs)
+        self.groups = groups
+
+    def call(self, inputs):
+        return tf.concat([tfs.losses.in_batch_softmax_loss(q, c, candidate_ids=ids,
+                                                           candidate_sampling_probability=p)
+                          for q, c, ids, p in zip(*(tf.split(t, self.groups) for t in inputs))],
+                         0)
+
+    def compute_output_shape(self, input_shapes):
+        return tuple(input_shapes[0][:1])
+
+
+def _output_is_the_loss(y_true, y_pred):
+    return y_pred
+
+
+def retrieval_model(groups):
+    """Two towers, a FrequencyEstimator fed the item ids, and the in-batch loss.
+
+    The loss is the model's output, reduced by a compiled loss, not `add_loss`: the
+    estimator all-gathers ids in the forward pass, and under MirroredStrategy Keras 3
+    would report the losses that layers add after it wrongly (see FrequencyEstimator)."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((D,))
+    y = keras.Input((), dtype="int32")
+    q = keras.layers.Dense(D, name="query_tower")(x)
+    c = keras.layers.Embedding(V, D, name="item_tower")(y)
+    # 32 buckets for 60 ids: collisions happen, and ids repeat within and across
+    # replicas' halves of a batch (skewed labels).
+    p = tfs.FrequencyEstimator(num_buckets=32, num_hash_arrays=2, alpha=0.25, seed=1,
+                               name="estimator")(y)
+    model = keras.Model([x, y], _InBatchLoss(groups)([q, c, y, p]))
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=_output_is_the_loss)
+    return model
+
+
 class _StepLosses(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
@@ -114,7 +166,7 @@ class _StepLosses(keras.callbacks.Callback):
         self.losses.append(float(logs["loss"]))
 
 
-def _fit_multi_worker(model, strategy):
+def _fit_multi_worker(model, strategy, dataset):
     """model.fit's loop, for MultiWorkerMirroredStrategy.
 
     Keras 3 (up to 3.15 at least) cannot `fit` under MultiWorkerMirroredStrategy with
@@ -125,7 +177,9 @@ def _fit_multi_worker(model, strategy):
     """
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)  # not inside strategy.run
-    data = strategy.experimental_distribute_dataset(_dataset())
+    # One iterator over all epochs: a distributed iterator per epoch costs seconds
+    # (the workers set up and sync the dataset again), and the batches are the same.
+    data = iter(strategy.experimental_distribute_dataset(dataset.repeat(EPOCHS)))
 
     @tf.function
     def step(batch):
@@ -135,20 +189,26 @@ def _fit_multi_worker(model, strategy):
     losses = []
     for _ in range(EPOCHS):
         model.reset_metrics()
-        for batch in data:
-            losses.append(float(step(batch)))
+        for _ in range(N // BATCH):
+            losses.append(float(step(next(data))))
     return losses
 
 
-def train(strategy, prefix, results, dynamic=False):
-    """Fits the all-layers model; stores per-step losses, weights and sampler state."""
+def train(strategy, prefix, results, dynamic=False, retrieval=False):
+    """Fits the all-layers model (or the retrieval model); stores per-step losses, weights
+    and sampler or estimator state."""
     with strategy.scope():
-        model = all_layers_model(dynamic)
+        if retrieval:
+            # The single device's batch in as many groups as the strategy has replicas.
+            model = retrieval_model(groups=2 if strategy.num_replicas_in_sync == 1 else 1)
+        else:
+            model = all_layers_model(dynamic)
+    data = _retrieval_dataset() if retrieval else _dataset()
     if MODE == "mwms":
-        results[f"{prefix}/losses"] = np.array(_fit_multi_worker(model, strategy))
+        results[f"{prefix}/losses"] = np.array(_fit_multi_worker(model, strategy, data))
     else:
         steps = _StepLosses()
-        model.fit(_dataset(), epochs=EPOCHS, verbose=0, callbacks=[steps])
+        model.fit(data, epochs=EPOCHS, verbose=0, callbacks=[steps])
         results[f"{prefix}/losses"] = np.array(steps.losses)
     # Weights, sampler counts and tables, seed states; by position, since Keras numbers
     # the names of unnamed layers (and all seed generators share one path).
@@ -162,14 +222,76 @@ def train(strategy, prefix, results, dynamic=False):
     return model
 
 
-def try_train(strategy, prefix, results, dynamic):
+def try_train(strategy, prefix, results, dynamic=False, retrieval=False):
     try:
-        train(strategy, prefix, results, dynamic)
+        train(strategy, prefix, results, dynamic, retrieval)
     except Exception:  # reported by the test, with the traceback's end
         results[f"{prefix}/error"] = np.array(traceback.format_exc()[-2000:])
 
 
 # ------------------------------------------------------------------------------ local
+def replicated_state_outside_training(strategy, directory, results):
+    """DynamicAliasSampler and FrequencyEstimator used outside a training step, under
+    `strategy`: eager calls in cross-replica context, a replica-context `assign_weights`
+    with different weights per replica, and a checkpoint round trip. Stores every copy of
+    the state, and the state of the same calls on one device."""
+    ids = [[3], [3], [17], [40]]
+    weights = np.arange(V, dtype=np.float64)
+
+    def sampler_calls(sampler):
+        sampler.update(ids)
+        sampler.add_weights([5, 6], [2.5, 0.25])
+        sampler.rebuild()
+        sampler.update(ids)  # pending after the rebuild
+
+    def estimator_calls(estimator):
+        estimator.update(Y[:BATCH])
+        estimator.update(Y[BATCH:2 * BATCH])
+
+    with strategy.scope():
+        sampler = DynamicAliasSampler(V, seed=1, max_pending=16)
+        estimator = tfs.FrequencyEstimator(num_buckets=32, seed=1)
+        sampler_calls(sampler)
+        estimator_calls(estimator)
+    sampler_ref = DynamicAliasSampler(V, seed=1, max_pending=16)
+    estimator_ref = tfs.FrequencyEstimator(num_buckets=32, seed=1)
+    sampler_calls(sampler_ref)
+    estimator_calls(estimator_ref)
+
+    def store(prefix, layer, ref):
+        for var, ref_var in zip(layer.weights, ref.weights):
+            name = var.path.split("/")[-1]
+            results[f"{prefix}/{name}/copies"] = np.stack(
+                [c.numpy() for c in strategy.experimental_local_results(var.value)])
+            results[f"{prefix}/{name}/ref"] = ref_var.numpy()
+
+    store("outside/sampler", sampler, sampler_ref)
+    store("outside/estimator", estimator, estimator_ref)
+
+    # Each replica passes other weights: replica 0's end up on every copy.
+    def assign():
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        sampler.assign_weights(tf.roll(weights, replica, 0))
+
+    @tf.function
+    def assign_in_replica_context():
+        strategy.run(assign)
+
+    assign_in_replica_context()
+    results["outside/assigned/copies"] = np.stack(
+        [c.numpy() for c in strategy.experimental_local_results(sampler.class_weights.value)])
+    results["outside/assigned/ref"] = weights
+
+    # A checkpoint saves one copy and a restore writes all of them.
+    path = tf.train.Checkpoint(s=sampler, e=estimator).write(os.path.join(directory, "ckpt"))
+    with strategy.scope():
+        sampler2 = DynamicAliasSampler(V, seed=2, max_pending=16)
+        estimator2 = tfs.FrequencyEstimator(num_buckets=32, seed=1)
+    tf.train.Checkpoint(s=sampler2, e=estimator2).read(path).assert_consumed()
+    store("restored/sampler", sampler2, sampler)
+    store("restored/estimator", estimator2, estimator)
+
+
 def sharded_placement(results):
     """A 2-shard head with one shard per logical device, against the unsharded head."""
     devices = ["/cpu:0", "/cpu:1"]
@@ -339,6 +461,8 @@ def main():
         if DynamicAliasSampler is not None:
             try_train(MWMS, "mwms_dynamic", results, dynamic=True)
             lap("mwms dynamic")
+        try_train(MWMS, "mwms_retrieval", results, retrieval=True)
+        lap("mwms retrieval")
     else:
         # ReductionToOneDevice: on CPUs MirroredStrategy picks CollectiveAllReduce, whose
         # all-reduce of the heads' sparse (IndexedSlices) gradients takes twice as long to
@@ -355,10 +479,17 @@ def main():
         fault_tolerance(mirrored, os.path.join(os.path.dirname(os.path.abspath(OUT)),
                                                "backup"), results)
         lap("fault tolerance")
+        replicated_state_outside_training(
+            mirrored, os.path.join(os.path.dirname(os.path.abspath(OUT)), "replicated"),
+            results)
+        lap("outside training")
         if DynamicAliasSampler is not None:
             try_train(tf.distribute.get_strategy(), "single_dynamic", results, dynamic=True)
             try_train(mirrored, "mirrored_dynamic", results, dynamic=True)
             lap("dynamic")
+        try_train(tf.distribute.get_strategy(), "single_retrieval", results, retrieval=True)
+        try_train(mirrored, "mirrored_retrieval", results, retrieval=True)
+        lap("retrieval")
     np.savez(OUT, **results)
 
 

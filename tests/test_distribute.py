@@ -4,7 +4,8 @@ weights, and BackupAndRestore.
 The strategy scenarios need devices and strategies configured before TensorFlow starts, so
 they run in subprocesses (tests/_distribute_worker.py), all started at once by one
 module fixture: a process with 2 logical CPUs (single device, MirroredStrategy, shard
-placement, BackupAndRestore), a 2-worker MultiWorkerMirroredStrategy cluster on loopback
+placement, BackupAndRestore, DynamicAliasSampler and FrequencyEstimator state kept by
+every replica), a 2-worker MultiWorkerMirroredStrategy cluster on loopback
 ports, and a ParameterServerStrategy cluster (1 worker, 2 parameter servers) served from
 one process. The sharding checks that need no second device run in this process.
 """
@@ -118,14 +119,14 @@ def _counts(result, prefix):
     return value
 
 
-def _assert_matches_single_device(result, prefix, single):
+def _assert_matches_single_device(result, prefix, single, ref="single"):
     # The same sampled classes on every step (each replica draws from the same seed
     # state as the single device), so only the order of floating-point sums differs:
     # the all-reduced gradient of the replicas' halves against the gradient of the
     # whole batch. Over 8 SGD steps that moves losses and weights by ~1e-6 relative.
-    np.testing.assert_allclose(result[f"{prefix}/losses"], single["single/losses"],
+    np.testing.assert_allclose(result[f"{prefix}/losses"], single[f"{ref}/losses"],
                                rtol=2e-5, err_msg=f"{prefix}: per-step losses")
-    want = _variables(single, "single")
+    want = _variables(single, ref)
     got = _variables(result, prefix)
     assert len(got) == len(want)
     for i, (name, value) in got.items():
@@ -166,28 +167,94 @@ def test_learned_counts_count_every_replicas_labels_once(runs, name, prefix):
     np.testing.assert_array_equal(_counts(_get(runs, name), prefix), EXPECTED_COUNTS)
 
 
+def _error(result, prefix):
+    """The traceback of a scenario that raised, or None."""
+    return str(result[f"{prefix}/error"]) if f"{prefix}/error" in result else None
+
+
+def _state(result, prefix, layer):
+    """{variable name: value} of the variables of `layer` (a path component)."""
+    return {n.split("/")[-1]: v for n, v in _variables(result, prefix).values()
+            if n.split("/")[0].startswith(layer)}
+
+
 def test_dynamic_alias_sampler_under_strategies(runs):
-    if tfs.samplers._BY_NAME.get("dynamic_alias") is None:
-        pytest.skip("no DynamicAliasSampler in this checkout")
-    local, w0 = _get(runs, "local"), _get(runs, "mwms0")
-    errors = {k: str(r[k]) for r in (local, w0) for k in r if k.endswith("/error")}
-    if errors:
-        # Where in the package it failed, and how.
-        lines = next(iter(errors.values())).splitlines()
-        where = [i for i, line in enumerate(lines) if "tf_sampling/" in line]
-        detail = lines[where[-1]:where[-1] + 4] if where else lines[-3:]
-        pytest.skip("DynamicAliasSampler does not train under tf.distribute yet: "
-                    + " | ".join(line.strip() for line in detail))
-    # Weights after the update: 1 + the labels seen, each counted once.
-    for result, prefix in ((local, "single_dynamic"), (local, "mirrored_dynamic"),
-                           (w0, "mwms_dynamic")):
-        (weights,) = [v for n, v in _variables(result, prefix).values()
-                      if n.endswith("/class_weights")]
-        np.testing.assert_array_equal(weights, EXPECTED_COUNTS.astype(np.float64))
-    np.testing.assert_allclose(local["mirrored_dynamic/losses"], local["single_dynamic/losses"],
-                               rtol=2e-5)
-    np.testing.assert_allclose(w0["mwms_dynamic/losses"], local["single_dynamic/losses"],
-                               rtol=2e-5)
+    local, w0, w1 = _get(runs, "local"), _get(runs, "mwms0"), _get(runs, "mwms1")
+    runs_ = [(local, "single_dynamic"), (local, "mirrored_dynamic"), (w0, "mwms_dynamic"),
+             (w1, "mwms_dynamic")]
+    for result, prefix in runs_:
+        assert _error(result, prefix) is None, _error(result, prefix)
+    single = _state(local, "single_dynamic", "dynamic_alias_sampler")
+    # Weights after training: 1 + the labels seen, each counted once.
+    np.testing.assert_array_equal(single["class_weights"], EXPECTED_COUNTS.astype(np.float64))
+    # Both ways of taking in increments were used: a rebuild, then pending increments.
+    assert single["num_rebuilds"] >= 1 and single["pending_size"] > 0, single
+    for result, prefix in runs_[1:]:
+        # Every replica applied the all-gathered labels (in replica order, which is the
+        # order of the global batch) to its copy: the whole sampler state (weights,
+        # table, pending increments) is that of the single device, bit for bit.
+        state = _state(result, prefix, "dynamic_alias_sampler")
+        assert state.keys() == single.keys()
+        for name, value in state.items():
+            np.testing.assert_array_equal(value, single[name], err_msg=f"{prefix}: {name}")
+        # Same state, same seeds: the same draws, so losses and weights as single device.
+        _assert_matches_single_device(result, prefix, local, ref="single_dynamic")
+    for key in [k for k in local if k.startswith("mirrored_dynamic/copies/")]:
+        for copy in local[key][1:]:
+            np.testing.assert_array_equal(copy, local[key][0], err_msg=key)
+    for key in [k for k in w0 if k.startswith("mwms_dynamic/var/")]:
+        np.testing.assert_array_equal(w0[key], w1[key], err_msg=key)
+
+
+def test_frequency_estimator_under_strategies(runs):
+    """The estimator's step is the global step and its batch the global batch: replicas
+    all-gather their ids, so its state equals one device's fed the concatenated batch."""
+    local, w0, w1 = _get(runs, "local"), _get(runs, "mwms0"), _get(runs, "mwms1")
+    runs_ = [(local, "single_retrieval"), (local, "mirrored_retrieval"),
+             (w0, "mwms_retrieval"), (w1, "mwms_retrieval")]
+    for result, prefix in runs_:
+        assert _error(result, prefix) is None, _error(result, prefix)
+    # The replicated case matters: some ids are seen by both replicas in one step (the
+    # halves of a batch share ids), so per-replica updates could not give this state.
+    labels = _worker_labels().reshape(-1, 2, BATCH // 2)
+    assert any(set(a) & set(b) for a, b in labels)
+    single = _state(local, "single_retrieval", "estimator")
+    assert int(single["step"]) == EPOCHS * N // BATCH  # one step per global batch
+    assert int(single["num_seen"]) == EPOCHS * N
+    assert np.count_nonzero(single["gap"]) > 10
+    for result, prefix in runs_[1:]:
+        state = _state(result, prefix, "estimator")
+        assert state.keys() == single.keys() == {"last_step", "gap", "step", "num_seen"}
+        for name, value in state.items():
+            np.testing.assert_array_equal(value, single[name], err_msg=f"{prefix}: {name}")
+        # The estimates feed the log Q correction of each replica's in-batch loss; the
+        # single device computes the same per-half losses (see _distribute_worker.py).
+        _assert_matches_single_device(result, prefix, local, ref="single_retrieval")
+    for key in [k for k in local if k.startswith("mirrored_retrieval/copies/")]:
+        for copy in local[key][1:]:
+            np.testing.assert_array_equal(copy, local[key][0], err_msg=key)
+    for key in [k for k in w0 if k.startswith("mwms_retrieval/var/")]:
+        np.testing.assert_array_equal(w0[key], w1[key], err_msg=key)
+
+
+def test_replicated_state_outside_training_steps(runs):
+    """Eager calls under the scope (cross-replica context) update every copy alike, a
+    replica-context assign_weights takes replica 0's weights, and a checkpoint restores
+    every copy."""
+    local = _get(runs, "local")
+    keys = [k[:-len("/copies")] for k in local if k.endswith("/copies")
+            and k.startswith(("outside/", "restored/"))]
+    # Every variable of both layers, after the calls and after the restore.
+    assert len(keys) == 2 * (9 + 4) + 1, keys
+    for key in keys:
+        copies, ref = local[f"{key}/copies"], local[f"{key}/ref"]
+        assert len(copies) == 2
+        for copy in copies:
+            np.testing.assert_array_equal(copy, ref, err_msg=key)
+    # The calls did change the state (not a comparison of initial values).
+    assert local["outside/sampler/num_rebuilds/ref"] == 1
+    assert local["outside/sampler/pending_size/ref"] == 4
+    assert local["outside/estimator/step/ref"] == 2
 
 
 # ---------------------------------------------------------------------- sharding

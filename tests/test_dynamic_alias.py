@@ -266,3 +266,34 @@ def test_model_fit_learns_and_keras_round_trip(tmp_path):
     np.testing.assert_array_equal(t.table_alias.numpy(), s.table_alias.numpy())
     assert t.pending_size.numpy() == s.pending_size.numpy()
     np.testing.assert_allclose(t.probability(np.arange(v)), expected / expected.sum())
+
+
+def test_one_replica_strategy_matches_no_strategy():
+    """Under a strategy the state lives in distributed variables, read and written through
+    each replica's copy (tests/test_distribute.py runs 2 replicas and 2 workers); with one
+    replica, the draws and the state must be those of the same calls without a strategy."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        s = DynamicAliasSampler(50, seed=7, max_pending=6)
+    ref = DynamicAliasSampler(50, seed=7, max_pending=6)
+    assert isinstance(s.class_weights.value, tf.distribute.DistributedValues)
+
+    def train_step(sampler, labels):
+        out = sampler.sample(labels, 5, unique=True)
+        sampler.update(labels)
+        return out.sampled_candidates, out.true_expected_count
+
+    replicated = tf.function(lambda y: strategy.run(train_step, args=(s, y)))
+    plain = tf.function(lambda y: train_step(ref, y))
+    labels = np.random.default_rng(0).integers(0, 50, (8, 4, 1))
+    for batch in labels:  # 8 steps of 4 labels: rebuilds (max_pending=6) and pending
+        for a, b in zip(replicated(tf.constant(batch)), plain(tf.constant(batch))):
+            np.testing.assert_array_equal(a, b)
+    with strategy.scope():  # cross-replica context: through strategy.run
+        s.add_weights([1, 2], [0.5, 3.0])
+    ref.add_weights([1, 2], [0.5, 3.0])
+    assert ref.num_rebuilds.numpy() >= 1 and ref.pending_size.numpy() > 0
+    for a, b in zip(s.weights, ref.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    np.testing.assert_array_equal(s.sample([[1]], 10, seed=3).sampled_candidates,
+                                  ref.sample([[1]], 10, seed=3).sampled_candidates)

@@ -357,3 +357,25 @@ def test_estimator_tracks_a_drifting_stream():
     # (Jensen) by about the EMA's relative variance, and rare items carry start-up error.
     for t in checkpoints:
         assert 0.9 < totals[t] < 1.2, totals
+
+
+def test_estimator_under_a_one_replica_strategy_matches_no_strategy():
+    """Distributed variables, read and written through the replica's copy (2 replicas and
+    2 workers: tests/test_distribute.py), give the state and estimates of no strategy."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        est = tfs.FrequencyEstimator(num_buckets=64, num_hash_arrays=2, alpha=0.3, seed=2)
+    ref = tfs.FrequencyEstimator(num_buckets=64, num_hash_arrays=2, alpha=0.3, seed=2)
+    assert isinstance(est.gap.value, tf.distribute.DistributedValues)
+    replicated = tf.function(lambda ids: strategy.run(lambda x: est(x, training=True),
+                                                      args=(ids,)))
+    plain = tf.function(lambda ids: ref(ids, training=True))
+    batches = np.random.default_rng(0).zipf(1.5, (6, 16)) % 200
+    for ids in batches:
+        np.testing.assert_array_equal(replicated(tf.constant(ids)), plain(tf.constant(ids)))
+    with strategy.scope():  # cross-replica context: through strategy.run
+        est.update([5, 5, 9])
+    ref.update([5, 5, 9])
+    for a, b in zip(est.weights, ref.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    assert int(ref.step) == 7 and np.count_nonzero(ref.gap.numpy()) > 10

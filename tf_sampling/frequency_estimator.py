@@ -22,12 +22,27 @@ during the first `t - 1` steps) instead of blending with an arbitrary prior.
 `probability(ids)` turns the per-step frequency into a per-draw probability by dividing by
 the mean number of ids per step, so it is on the scale of `sampler.probability()` and of
 `candidate_sampling_probability` in `tf_sampling.losses.in_batch_softmax_loss`.
+
+Under `tf.distribute.MirroredStrategy` or `MultiWorkerMirroredStrategy`, a step is one
+global training step and its batch is the global batch: `update` all-gathers every
+replica's ids (in replica order) and each replica applies the whole gathered batch to its
+own full copy of the arrays. So `t` advances by one per global step; an id seen `c_0`
+times by one replica and `c_1` times by another in the same step is `c_0 + c_1`
+sightings at step `t`; the state is exactly that of one device fed the concatenated
+batch, and all copies stay identical. Updating each replica's copy from its own ids
+would let the copies diverge, and reducing the replicas' updated `B` (as a mirrored
+variable's "mean" aggregation would) is not an EMA of any sequence of sightings: an id
+seen by one replica only would get half its update. The per-draw `probability` does not
+depend on how the global batch is split: a replica's local batch is drawn from the same
+stream, so its items have the same probability per id.
 """
 
 import numbers
 
 import keras
 import tensorflow as tf
+
+from tf_sampling import _replicated_state as replicas
 
 _MASK64 = (1 << 64) - 1
 
@@ -50,15 +65,6 @@ def _splitmix64(x):
     return shift_xor(x, 31)
 
 
-def _scatter_update(variable, indices, updates):
-    """In-place scatter on the TF variable behind a Keras variable (O(updates), no copy)."""
-    target = variable.value
-    if isinstance(target, tf.Variable):
-        target.scatter_nd_update(indices, updates)
-    else:  # pragma: no cover - other backends or wrappers
-        variable.assign(tf.tensor_scatter_nd_update(variable, indices, updates))
-
-
 @keras.saving.register_keras_serializable(package="tf_sampling")
 class FrequencyEstimator(keras.layers.Layer):
     """Estimates item sampling probabilities from a stream of (hashed) ids; drift-aware.
@@ -78,6 +84,14 @@ class FrequencyEstimator(keras.layers.Layer):
     Use `update(ids)` once per training batch, and `probability(ids)` for the log Q
     correction; or call the layer: `est(ids, training=True)` updates then returns
     `probability(ids)` (with `training` False or None it only estimates).
+
+    Under a strategy the update all-gathers the replicas' ids (see the module docstring),
+    in the forward pass when the layer is called there. With `MirroredStrategy`, whose
+    replicas are threads that take turns at each gather, Keras 3 then reports the
+    `add_loss` losses of the model's layers wrongly (its loss lists are shared by the
+    threads, so a replica's reported loss includes the others'; gradients are right).
+    Return the loss as a model output with a compiled loss (`loss=lambda y, out: out`),
+    or compute it in `compute_loss` or a custom step, instead of `add_loss`.
 
     Example:
     >>> est = tfs.FrequencyEstimator(num_buckets=2**20, num_hash_arrays=2, alpha=0.01)
@@ -103,15 +117,20 @@ class FrequencyEstimator(keras.layers.Layer):
         self._salts = [_splitmix64_int((self.seed * 0x10001 + h) & _MASK64)
                        for h in range(self.num_hash_arrays)]
         size = self.num_hash_arrays * self.num_buckets
-        self.last_step = self.add_weight(name="last_step", shape=(size,), dtype="int64",
-                                         initializer="zeros", trainable=False)
+        # Every replica updates its own full copy the same way (see _replicated_state);
+        # "only_first_replica": checkpoints save one copy and restores write them all.
+        self._replica_strategy = replicas.creation_strategy()
+
+        def state(name, shape, dtype):
+            return self.add_weight(name=name, shape=shape, dtype=dtype, initializer="zeros",
+                                   trainable=False, autocast=False,
+                                   aggregation="only_first_replica")
+
+        self.last_step = state("last_step", (size,), "int64")
         # gap == 0 marks a bucket never seen (a seen bucket always has gap > 0).
-        self.gap = self.add_weight(name="gap", shape=(size,), dtype="float32",
-                                   initializer="zeros", trainable=False, autocast=False)
-        self.step = self.add_weight(name="step", shape=(), dtype="int64",
-                                    initializer="zeros", trainable=False)
-        self.num_seen = self.add_weight(name="num_seen", shape=(), dtype="int64",
-                                        initializer="zeros", trainable=False)
+        self.gap = state("gap", (size,), "float32")
+        self.step = state("step", (), "int64")
+        self.num_seen = state("num_seen", (), "int64")
         # tf.unique has no XLA kernel.
         self.supports_jit = False
         self.built = True
@@ -135,23 +154,31 @@ class FrequencyEstimator(keras.layers.Layer):
             keys.append(bucket + h * self.num_buckets)
         return tf.stack(keys)
 
+    def _local(self, variable):
+        return replicas.local_copy(variable, self._replica_strategy)
+
     def update(self, ids):
-        """Records one step in which `ids` (any shape) were seen."""
+        """Records one step in which `ids` (any shape) were seen. In a replica context, the
+        step's ids are those of all replicas (see the module docstring)."""
         flat = tf.reshape(self._check_ids(ids), [-1])
-        t = self.step + 1
+        flat, = replicas.gather(flat)
+        replicas.on_every_copy(self._replica_strategy, self._update_copy, flat)
+
+    def _update_copy(self, flat):
+        t = tf.convert_to_tensor(self._local(self.step)) + 1
         keys, _, counts = tf.unique_with_counts(tf.reshape(self._keys(flat), [-1]))
-        old_last = tf.gather(self.last_step, keys)
-        old_gap = tf.gather(self.gap, keys)
+        old_last = self._local(self.last_step).sparse_read(keys)
+        old_gap = self._local(self.gap).sparse_read(keys)
         decay = tf.constant(1.0 - self.alpha, tf.float32)
         # (1 - alpha)^(c - 1): the c - 1 repeat sightings within this step have gap 0.
         repeat = tf.pow(decay, tf.cast(counts, tf.float32) - 1.0)
         gap_now = tf.cast(t - old_last, tf.float32)
         new_gap = repeat * tf.where(old_gap > 0, decay * old_gap + self.alpha * gap_now,
                                     gap_now)
-        _scatter_update(self.gap, keys[:, None], new_gap)
-        _scatter_update(self.last_step, keys[:, None], tf.fill(tf.shape(keys), t))
-        self.step.assign(t)
-        self.num_seen.assign_add(tf.size(flat, out_type=tf.int64))
+        self._local(self.gap).scatter_nd_update(keys[:, None], new_gap)
+        self._local(self.last_step).scatter_nd_update(keys[:, None], tf.fill(tf.shape(keys), t))
+        self._local(self.step).assign(t)
+        self._local(self.num_seen).assign_add(tf.size(flat, out_type=tf.int64))
 
     def step_frequency(self, ids):
         """Estimated occurrences per step `1 / max_h B[h, hash_h(id)]` (the paper's `p`).
@@ -159,16 +186,16 @@ class FrequencyEstimator(keras.layers.Layer):
         An id whose buckets were never seen gets `1 / step` (it was absent for all steps).
         """
         ids = self._check_ids(ids)
-        gaps = tf.gather(self.gap, self._keys(tf.reshape(ids, [-1])))
-        steps = tf.cast(tf.maximum(self.step, 1), tf.float32)
+        gaps = self._local(self.gap).sparse_read(self._keys(tf.reshape(ids, [-1])))
+        steps = tf.cast(tf.maximum(self._local(self.step), 1), tf.float32)
         seen = tf.reduce_min(gaps, axis=0) > 0
         gap = tf.where(seen, tf.reduce_max(gaps, axis=0), steps)
         return tf.reshape(1.0 / gap, tf.shape(ids))
 
     def probability(self, ids):
         """Per-draw probability of each id (float32, shape of `ids`), clipped to (0, 1]."""
-        steps = tf.cast(tf.maximum(self.step, 1), tf.float32)
-        ids_per_step = tf.cast(tf.maximum(self.num_seen, 1), tf.float32) / steps
+        steps = tf.cast(tf.maximum(self._local(self.step), 1), tf.float32)
+        ids_per_step = tf.cast(tf.maximum(self._local(self.num_seen), 1), tf.float32) / steps
         return tf.minimum(self.step_frequency(ids) / ids_per_step, 1.0)
 
     def call(self, ids, training=None):

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_sampling import _replicated_state as replicas
 from tf_sampling import ops
 from tf_sampling.samplers.base import CandidateSampler, _check_positive_int
 
@@ -32,6 +33,17 @@ class DynamicAliasSampler(CandidateSampler):
     by `tf.train.Checkpoint` and in `.keras` files and shared by every `tf.function`.
     Expected counts come from the exact weights (`1 - (1 - p)^num_tries` when unique).
 
+    Under `tf.distribute.MirroredStrategy` or `MultiWorkerMirroredStrategy` every replica
+    keeps a full copy of this state. An update in a replica context (as in a training
+    step) first all-gathers the replicas' ids and amounts, in replica order, and every
+    replica then applies the whole gathered update to its copy: each replica's labels
+    are counted exactly once, the copies stay identical, and the state equals that of
+    one device fed the concatenated global batch (so draws stay exact). The cost is one
+    all-gather of the ids per step, not a reduction over `num_classes`. (Label counts are
+    exact; fractional `amounts` summed on GPUs may round differently per replica unless
+    `tf.config.experimental.enable_op_determinism()` is on.) `assign_weights` in a
+    replica context uses replica 0's weights.
+
     Args:
         num_classes: number of classes.
         initial_weights: None (all ones, as TF's learned unigram sampler starts) or a
@@ -41,8 +53,6 @@ class DynamicAliasSampler(CandidateSampler):
             table's mass (> 0).
         max_pending: rebuild once more than this many increments are pending (> 0).
         seed: optional int seed of the sampler's seed generator.
-
-    Not tested under `tf.distribute` (the increments list is per replica).
 
     Example:
     >>> s = tfs.samplers.DynamicAliasSampler(num_classes=1000, seed=1)
@@ -75,9 +85,14 @@ class DynamicAliasSampler(CandidateSampler):
 
         v = self.num_classes
 
+        # Every replica updates its own copy the same way (see _replicated_state);
+        # "only_first_replica": checkpoints save one copy and restores write them all.
+        self._replica_strategy = replicas.creation_strategy()
+
         def state(name, shape, dtype, value):
             return self.add_weight(shape=shape, dtype=dtype, initializer=const(value),
-                                   trainable=False, autocast=False, name=name)
+                                   trainable=False, autocast=False,
+                                   aggregation="only_first_replica", name=name)
 
         self.class_weights = state("class_weights", (v,), "float64", init)
         self.num_positive = state("num_positive", (), "int64", int(np.count_nonzero(init)))
@@ -132,30 +147,38 @@ class DynamicAliasSampler(CandidateSampler):
             ]
             with tf.control_dependencies(checks):
                 amounts = tf.identity(amounts)
+        ids, amounts = replicas.gather(ids, amounts)
+        return replicas.on_every_copy(self._replica_strategy, self._add_to_copy, ids, amounts)
+
+    def _local(self, variable):
+        return replicas.local_copy(variable, self._replica_strategy)
+
+    def _add_to_copy(self, ids, amounts):
+        weights = self._local(self.class_weights)
         num_new = tf.size(ids, out_type=tf.int64)
         # Classes whose weight becomes positive (for the support of unique draws).
         uniq, where = tf.unique(ids)
         per_class = tf.math.unsorted_segment_sum(amounts, where, tf.size(uniq))
-        old = self.class_weights.value.sparse_read(uniq)
+        old = weights.sparse_read(uniq)
         newly = tf.math.count_nonzero((old == 0.0) & (per_class > 0.0), dtype=tf.int64)
-        self.class_weights.value.scatter_add(tf.IndexedSlices(per_class, uniq))
-        self.num_positive.assign_add(newly)
+        weights.scatter_add(tf.IndexedSlices(per_class, uniq))
+        self._local(self.num_positive).assign_add(newly)
 
-        size = tf.convert_to_tensor(self.pending_size)
+        size = tf.convert_to_tensor(self._local(self.pending_size))
         pending = self._pending_mass(size)
         new_pending = pending + tf.reduce_sum(amounts)
         full = (size + num_new > self.max_pending) | (
-            new_pending > self.rebuild_threshold * self.table_mass)
+            new_pending > self.rebuild_threshold * self._local(self.table_mass))
 
         def append():
             slots = (size + tf.range(num_new))[:, None]
-            self.pending_ids.value.scatter_nd_update(slots, ids)
-            self.pending_cum.value.scatter_nd_update(slots, pending + tf.cumsum(amounts))
-            self.pending_size.assign(size + num_new)
+            self._local(self.pending_ids).scatter_nd_update(slots, ids)
+            self._local(self.pending_cum).scatter_nd_update(slots, pending + tf.cumsum(amounts))
+            self._local(self.pending_size).assign(size + num_new)
             return tf.constant(False)
 
         def rebuild():
-            self.rebuild()
+            self._rebuild_copy()
             return tf.constant(True)
 
         return tf.cond(full, rebuild, append)
@@ -166,44 +189,55 @@ class DynamicAliasSampler(CandidateSampler):
         w = tf.cast(tf.convert_to_tensor(weights), tf.float64)
         if w.shape.rank is not None and w.shape.as_list() != [self.num_classes]:
             raise ValueError(f"`weights` must have shape [{self.num_classes}], got {w.shape}.")
+        w = replicas.first_replicas(w)
+        replicas.on_every_copy(self._replica_strategy, self._assign_to_copy, w)
+
+    def _assign_to_copy(self, w):
         prob, alias = ops.alias_build(w)  # checks the weights first
         with tf.control_dependencies([prob, alias]):
-            self.class_weights.assign(w)
-            self.num_positive.assign(tf.math.count_nonzero(w > 0.0, dtype=tf.int64))
+            self._local(self.class_weights).assign(w)
+            self._local(self.num_positive).assign(
+                tf.math.count_nonzero(w > 0.0, dtype=tf.int64))
             self._set_table(prob, alias, tf.reduce_sum(w))
 
     def rebuild(self):
         """Rebuilds the alias table from the current weights (O(num_classes))."""
-        w = tf.convert_to_tensor(self.class_weights)
+        replicas.on_every_copy(self._replica_strategy, self._rebuild_copy)
+
+    def _rebuild_copy(self):
+        w = tf.convert_to_tensor(self._local(self.class_weights))
         prob, alias = ops.alias_build(w)
         self._set_table(prob, alias, tf.reduce_sum(w))
 
     def _set_table(self, prob, alias, mass):
-        self.table_prob.assign(prob)
-        self.table_alias.assign(alias)
-        self.table_mass.assign(mass)
-        self.pending_size.assign(0)
-        self.num_rebuilds.assign_add(1)
+        self._local(self.table_prob).assign(prob)
+        self._local(self.table_alias).assign(alias)
+        self._local(self.table_mass).assign(mass)
+        self._local(self.pending_size).assign(0)
+        self._local(self.num_rebuilds).assign_add(1)
 
     # Sparse reads (gathers) only: once a variable has had a scatter update, TF copies
     # all of it on every dense read (copy-on-read mode), 8 MB per read at 1e6 classes.
     def _pending_mass(self, size):
-        last = self.pending_cum.value.sparse_read(tf.maximum(size - 1, 0))
+        last = self._local(self.pending_cum).sparse_read(tf.maximum(size - 1, 0))
         return tf.where(size > 0, last, tf.constant(0.0, tf.float64))
 
     # ------------------------------------------------------------- sampling
     def _probability(self, class_ids):
-        total = self.table_mass + self._pending_mass(tf.convert_to_tensor(self.pending_size))
-        return self.class_weights.value.sparse_read(class_ids) / total
+        size = tf.convert_to_tensor(self._local(self.pending_size))
+        total = tf.convert_to_tensor(self._local(self.table_mass)) + self._pending_mass(size)
+        return self._local(self.class_weights).sparse_read(class_ids) / total
 
     def _support_size(self):
-        return self.num_positive
+        return tf.convert_to_tensor(self._local(self.num_positive))
 
     def _mixture(self):
-        pending = tf.range(tf.convert_to_tensor(self.pending_size))
-        return (self.table_prob, self.table_alias, self.table_mass,
-                self.pending_ids.value.sparse_read(pending),
-                self.pending_cum.value.sparse_read(pending))
+        pending = tf.range(tf.convert_to_tensor(self._local(self.pending_size)))
+        return (tf.convert_to_tensor(self._local(self.table_prob)),
+                tf.convert_to_tensor(self._local(self.table_alias)),
+                tf.convert_to_tensor(self._local(self.table_mass)),
+                self._local(self.pending_ids).sparse_read(pending),
+                self._local(self.pending_cum).sparse_read(pending))
 
     def _draw(self, num_draws, seed):
         return ops.alias_mixture_sample(*self._mixture(), num_draws, seed)
