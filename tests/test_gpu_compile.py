@@ -30,3 +30,18 @@ def test_cuda_kernels_compile_with_nvcc(tmp_path):
     if symbols:
         for kernel in ("SampleKernel", "SweepKernel", "SplitKernel", "ScatterKernel"):
             assert kernel in symbols, kernel
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not found")
+def test_gpu_harness_compiles_with_nvcc(tmp_path):
+    """custom_ops/gpu_harness/alias_harness.cu (the standalone GPU test and benchmark,
+    which compares the kernels with the CPU code of alias_table.h) builds as run.sh
+    builds it, for one architecture."""
+    cc = os.path.join(ROOT, "custom_ops", "cc")
+    exe = tmp_path / "alias_harness"
+    cmd = [NVCC, "-O3", "-std=c++17", "-fmad=false", "-I", cc,
+           "-gencode", "arch=compute_80,code=sm_80",
+           os.path.join(ROOT, "custom_ops", "gpu_harness", "alias_harness.cu"), "-o", str(exe)]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert exe.stat().st_size > 100_000

@@ -300,26 +300,33 @@ _THREADS_SCRIPT = textwrap.dedent("""
     ids = tfs.ops.alias_sample(*table, 1_000_000, seed=[5, 6], use_custom_op=True)
     uniq, tries = tfs.ops.alias_sample(*table, 50_000, seed=[7, 8], unique=True,
                                        use_custom_op=True)
+    mix = tfs.ops.alias_mixture_sample(*table, 3.0, [5, 99_999], [1.0, 1.5], 100_001,
+                                       seed=[9, 9], use_custom_op=True)
     h = hashlib.sha256()
-    for x in (table.prob, table.alias, ids, uniq, tries):
+    for x in (table.prob, table.alias, ids, uniq, tries, mix):
         h.update(x.numpy().tobytes())
     print(tf.config.threading.get_intra_op_parallelism_threads(), h.hexdigest())
 """)
 
 
-def test_results_do_not_depend_on_the_thread_count():
+def test_results_do_not_depend_on_the_thread_count_or_instruction_set():
     """1e6 draws are split over the intra-op pool in 16384-draw pieces; one thread and
-    the default pool (one thread per core) must give identical bytes."""
+    the default pool (one thread per core) must give identical bytes. So must the
+    generic draw loop (TF_SAMPLING_NO_AVX2=1) and the AVX2 one (picked at run time
+    where the CPU has it)."""
     if not tfs.ops.custom_ops_available():
         pytest.skip("custom ops unavailable")
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs at least 2 cores for a multithreaded pool")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    outs = [subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(t)], env=env,
-                           capture_output=True, text=True, check=True).stdout.split()
-            for t in (1, 0)]
-    assert outs[0][0] == "1" and outs[1][0] == "0"  # 0: TF's default, one per core
-    assert outs[0][1] == outs[1][1]
+    env.pop("TF_SAMPLING_NO_AVX2", None)
+    runs = [(1, {}), (0, {}), (0, {"TF_SAMPLING_NO_AVX2": "1"})]
+    outs = [subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(t)],
+                           env=dict(env, **extra), capture_output=True, text=True,
+                           check=True).stdout.split()
+            for t, extra in runs]
+    assert [o[0] for o in outs] == ["1", "0", "0"]  # 0: TF's default, one per core
+    assert outs[0][1] == outs[1][1] == outs[2][1]
 
 
 # ----------------------------------------------------------------------- unique
@@ -361,6 +368,22 @@ def test_unique_num_tries_is_the_stream_length(use_op):
     _, first = np.unique(stream, return_index=True)
     np.testing.assert_array_equal(stream[np.sort(first)], ids)
     assert np.sum(stream == stream[-1]) == 1  # the last draw was a new id
+
+
+@pytest.mark.parametrize("k", [3, 4000])
+def test_unique_on_a_large_table_is_the_first_distinct_ids(k):
+    """The op keeps the ids met in a hash set when few are wanted from a large table
+    and in a bitmap of the classes otherwise; either way the result is the first k
+    distinct ids of its own stream."""
+    if not tfs.ops.custom_ops_available():
+        pytest.skip("custom ops unavailable")
+    w = 1.0 / (1.0 + np.random.default_rng(9).permutation(300_000))
+    table = tfs.ops.alias_build(w)
+    seed = tf.constant([8, 1], tf.int64)
+    ids, tries = tfs.ops.alias_sample(*table, k, seed, unique=True, use_custom_op=True)
+    stream = tfs.ops.alias_sample(*table, int(tries), seed, use_custom_op=True).numpy()
+    _, first = np.unique(stream, return_index=True)
+    np.testing.assert_array_equal(stream[np.sort(first)], ids)
 
 
 def test_unique_needs_enough_positive_classes(use_op):

@@ -8,7 +8,8 @@ so two `searchsorted` calls give every bucket at once: O(n log n), no loop. Only
 `reduce_sum`, whose association may differ from the C++ loop) can round differently.
 
 Sampling is a vectorized gather over the table with TF's stateless Philox ops: the same
-distribution as the compiled op, not the same stream.
+distribution as the compiled op (the same bucket-keep rule, a 32-bit coin against
+prob * 2^32), not the same stream.
 """
 
 import tensorflow as tf
@@ -96,8 +97,11 @@ def sample(prob, alias, num_samples, seed):
     shape = tf.reshape(tf.cast(num_samples, tf.int32), [1])
     bucket = tf.random.stateless_uniform(shape, seeds[0], minval=tf.constant(0, tf.int64),
                                          maxval=n, dtype=tf.int64)
-    coin = tf.random.stateless_uniform(shape, seeds[1], dtype=tf.float64)
-    keep = coin < tf.cast(tf.gather(prob, bucket), tf.float64)
+    # The op's keep rule (alias_table.h, KeepBucket): a uniform 32-bit coin below
+    # prob * 2^32 (exact in float64), i.e. keep with probability ceil(prob * 2^32) / 2^32.
+    coin = tf.random.stateless_uniform(shape, seeds[1], minval=None, maxval=None,
+                                       dtype=tf.uint32)
+    keep = tf.cast(coin, tf.float64) < tf.cast(tf.gather(prob, bucket), tf.float64) * _FIXED_ONE
     return tf.where(keep, bucket, tf.cast(tf.gather(alias, bucket), tf.int64))
 
 

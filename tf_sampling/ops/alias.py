@@ -43,6 +43,13 @@ def _seed_tensor(seed):
     return tf.cast(seed, tf.int64)
 
 
+def _num_tensor(num_samples):
+    """int64 scalar; a Python int becomes one constant (no Cast op in the graph)."""
+    if isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
+        return tf.constant(num_samples, tf.int64)
+    return tf.cast(num_samples, tf.int64)
+
+
 def _check_vector(x, name):
     if x.shape.rank is not None and x.shape.rank != 1:
         raise ValueError(f"`{name}` must be a vector, got shape {x.shape}.")
@@ -130,7 +137,7 @@ def alias_sample(prob, alias, num_samples, seed, unique=False, use_custom_op=Non
             else:
                 samples, num_tries = _alias_tf.sample_unique(prob, alias, num_samples, seed)
             return UniqueSample(samples, num_tries)
-        num = tf.cast(num_samples, tf.int64)
+        num = _num_tensor(num_samples)
         if ops is not None:
             return ops.tf_sampling_alias_sample(prob, alias, num, seed)
         return _alias_tf.sample(prob, alias, num, seed)
@@ -186,7 +193,7 @@ def alias_mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samp
             else:
                 samples, num_tries = _alias_tf.mixture_sample_unique(*args, num_samples, seed)
             return UniqueSample(samples, num_tries)
-        num = tf.cast(num_samples, tf.int64)
+        num = _num_tensor(num_samples)
         if ops is not None:
             return ops.tf_sampling_alias_mixture_sample(*args, num, seed)
         return _alias_tf.mixture_sample(*args, num, seed)

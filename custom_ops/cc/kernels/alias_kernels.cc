@@ -147,7 +147,16 @@ class AliasBuildOp : public OpKernel {
   }
 };
 
-template <typename Tnum, typename Tseed, bool kMixture>
+// The error for alias entries or extra ids outside [0, n).
+absl::Status CorruptTableError(int64_t n) {
+  return errors::InvalidArgument("`alias` or `extra_ids` has entries outside [0, ",
+                                 n, "): not a table made by alias_build");
+}
+
+// The four CPU sampling ops: AliasSample, AliasSampleUnique and their
+// mixture versions, which differ only in the inputs (kMixture) and in
+// whether the draws are deduplicated (kUnique).
+template <typename Tnum, typename Tseed, bool kMixture, bool kUnique>
 class AliasSampleOp : public OpKernel {
  public:
   explicit AliasSampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
@@ -156,6 +165,28 @@ class AliasSampleOp : public OpKernel {
     SampleArgs a;
     ReadSampleArgs<Tnum, Tseed>(ctx, kMixture, &a);
     if (!ctx->status().ok()) return;
+    if (kUnique) {
+      ComputeUnique(ctx, a);
+    } else {
+      ComputeDraws(ctx, a);
+    }
+  }
+
+ private:
+  // Runs fn(begin, end) over [0, units) on the intra-op pool (a single unit
+  // on the calling thread).
+  static void ParallelFor(OpKernelContext* ctx, int64_t units,
+                          int64_t cost_per_unit,
+                          const std::function<void(int64_t, int64_t)>& fn) {
+    if (units <= 1) {
+      fn(0, units);
+      return;
+    }
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
+    Shard(workers->num_threads, workers->workers, units, cost_per_unit, fn);
+  }
+
+  void ComputeDraws(OpKernelContext* ctx, const SampleArgs& a) {
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({a.num}), &out));
     int64_t* dst = out->flat<int64_t>().data();
@@ -171,29 +202,11 @@ class AliasSampleOp : public OpKernel {
       }
     };
     const int64_t units = (a.num + kDrawsPerShard - 1) / kDrawsPerShard;
-    if (units <= 1) {
-      work(0, units);
-    } else {
-      auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-      Shard(workers->num_threads, workers->workers, units,
-            /*cost_per_unit=*/kDrawsPerShard * 40, work);
-    }
-    OP_REQUIRES(ctx, ok.load(),
-                errors::InvalidArgument(
-                    "`alias` or `extra_ids` has entries outside [0, ", a.n,
-                    "): not a table made by alias_build"));
+    ParallelFor(ctx, units, /*cost_per_unit=*/kDrawsPerShard * 40, work);
+    OP_REQUIRES(ctx, ok.load(), CorruptTableError(a.n));
   }
-};
 
-template <typename Tnum, typename Tseed, bool kMixture>
-class AliasSampleUniqueOp : public OpKernel {
- public:
-  explicit AliasSampleUniqueOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
-
-  void Compute(OpKernelContext* ctx) override {
-    SampleArgs a;
-    ReadSampleArgs<Tnum, Tseed>(ctx, kMixture, &a);
-    if (!ctx->status().ok()) return;
+  void ComputeUnique(OpKernelContext* ctx, const SampleArgs& a) {
     OP_REQUIRES(ctx, a.num <= a.n,
                 errors::InvalidArgument("`num_samples` = ", a.num,
                                         " distinct classes requested from a "
@@ -202,22 +215,16 @@ class AliasSampleUniqueOp : public OpKernel {
     Tensor* tries = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({a.num}), &out));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({}), &tries));
-    tries->scalar<int64_t>()() = 0;
-    if (a.num == 0) return;
-    auto* workers = ctx->device()->tensorflow_cpu_worker_threads();
-    auto parallel_for = [&](int64_t total,
-                            const std::function<void(int64_t, int64_t)>& fn) {
-      Shard(workers->num_threads, workers->workers, total,
-            /*cost_per_unit=*/4096 * 40, fn);
+    auto parallel_for = [ctx](int64_t pieces,
+                              const std::function<void(int64_t, int64_t)>& fn) {
+      ParallelFor(ctx, pieces, /*cost_per_unit=*/alias::kUniquePiece * 40, fn);
     };
     int64_t num_tries = 0, support = -1;
     const int rc = alias::SampleUnique(a.prob, a.alias, a.n, a.key, a.mix,
                                        a.num, out->flat<int64_t>().data(),
                                        &num_tries, &support, parallel_for);
-    OP_REQUIRES(ctx, rc != alias::kUniqueBadAlias,
-                errors::InvalidArgument(
-                    "`alias` or `extra_ids` has entries outside [0, ", a.n,
-                    "): not a table made by alias_build"));
+    tries->scalar<int64_t>()() = num_tries;
+    OP_REQUIRES(ctx, rc != alias::kUniqueBadAlias, CorruptTableError(a.n));
     OP_REQUIRES(ctx, rc != alias::kUniqueTooFew,
                 errors::InvalidArgument(
                     "only ", support, " classes have a positive probability; "
@@ -225,7 +232,6 @@ class AliasSampleUniqueOp : public OpKernel {
     OP_REQUIRES(ctx, rc == alias::kUniqueOk,
                 errors::InvalidArgument("no ", a.num, " distinct classes after "
                                         "2^36 draws"));
-    tries->scalar<int64_t>()() = num_tries;
   }
 };
 
@@ -238,33 +244,27 @@ REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasBuild")
                             .TypeConstraint<double>("T"),
                         AliasBuildOp<double>);
 
-#define REGISTER_SAMPLE_CPU(Tnum, Tseed)                                  \
-  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasSample")                  \
-                              .Device(DEVICE_CPU)                         \
-                              .TypeConstraint<Tnum>("Tnum")               \
-                              .TypeConstraint<Tseed>("Tseed"),            \
-                          AliasSampleOp<Tnum, Tseed, false>);             \
-  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasSampleUnique")            \
-                              .Device(DEVICE_CPU)                         \
-                              .TypeConstraint<Tnum>("Tnum")               \
-                              .TypeConstraint<Tseed>("Tseed"),            \
-                          AliasSampleUniqueOp<Tnum, Tseed, false>);       \
-  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasMixtureSample")           \
-                              .Device(DEVICE_CPU)                         \
-                              .TypeConstraint<Tnum>("Tnum")               \
-                              .TypeConstraint<Tseed>("Tseed"),            \
-                          AliasSampleOp<Tnum, Tseed, true>);              \
-  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasMixtureSampleUnique")     \
-                              .Device(DEVICE_CPU)                         \
-                              .TypeConstraint<Tnum>("Tnum")               \
-                              .TypeConstraint<Tseed>("Tseed"),            \
-                          AliasSampleUniqueOp<Tnum, Tseed, true>);
+#define REGISTER_SAMPLE_CPU_OP(name, Tnum, Tseed, mixture, unique) \
+  REGISTER_KERNEL_BUILDER(Name(name)                               \
+                              .Device(DEVICE_CPU)                  \
+                              .TypeConstraint<Tnum>("Tnum")        \
+                              .TypeConstraint<Tseed>("Tseed"),     \
+                          AliasSampleOp<Tnum, Tseed, mixture, unique>);
+#define REGISTER_SAMPLE_CPU(Tnum, Tseed)                                      \
+  REGISTER_SAMPLE_CPU_OP("TfSampling>AliasSample", Tnum, Tseed, false, false) \
+  REGISTER_SAMPLE_CPU_OP("TfSampling>AliasSampleUnique", Tnum, Tseed, false,  \
+                         true)                                                \
+  REGISTER_SAMPLE_CPU_OP("TfSampling>AliasMixtureSample", Tnum, Tseed, true,  \
+                         false)                                               \
+  REGISTER_SAMPLE_CPU_OP("TfSampling>AliasMixtureSampleUnique", Tnum, Tseed,  \
+                         true, true)
 
 REGISTER_SAMPLE_CPU(int32, int32)
 REGISTER_SAMPLE_CPU(int32, int64_t)
 REGISTER_SAMPLE_CPU(int64_t, int32)
 REGISTER_SAMPLE_CPU(int64_t, int64_t)
 #undef REGISTER_SAMPLE_CPU
+#undef REGISTER_SAMPLE_CPU_OP
 
 #endif  // !TF_SAMPLING_GPU_LIBRARY
 

@@ -34,15 +34,30 @@
 //   Sampling: one Philox-4x32-10 block (Salmon et al., "Parallel random
 //   numbers: as easy as 1, 2, 3", SC 2011) keyed by the seed and counted by the
 //   draw index gives two 64-bit words, one per draw. For a word x,
-//   floor(x * n / 2^64) is the bucket and the low 64 bits of x * n are a
-//   uniform coin independent of it, compared with prob[bucket] at 2^-53
-//   resolution. Draw t depends only on (seed, t): the output does not depend on
-//   how the work is split between threads or on the device.
+//   j = floor(x * n / 2^64) is the bucket, and the next 32 bits of x * n (the
+//   fraction x * n / 2^64 - j, truncated) are a uniform 32-bit coin given j;
+//   the bucket keeps its class iff coin < prob[j] * 2^32. Draw t depends only
+//   on (seed, t): the output does not depend on how the work is split between
+//   threads, on the CPU's instruction set, or on the device.
+//
+//   Exactness of the draws: the bucket is uniform up to n / 2^64 relative; the
+//   keep probability of a bucket is ceil(prob[j] * 2^32) / 2^32, at most 2^-32
+//   above prob[j] (never below; 0 and 1 exactly; the float32 prob[j] itself is
+//   rounded by up to 2^-25). So the 32-bit coin moves at most 2^-32 / n of
+//   each bucket's mass from its alias to its own class: at most 2^-32 in total
+//   variation over the whole table, and a zero-weight class is still never
+//   drawn.
+//
+//   The CPU loop is blocked (see DrawRangeWith): 64 draws' words, buckets and
+//   coins at a time (with AVX2 where the CPU has it, chosen at run time: no
+//   -march flag), prefetches of their table rows, and a branch-free select one
+//   block behind, so that cache misses overlap.
 //
 // COST
 //   Build: O(n) time, sequential reads, no extra memory (sweep); O(n) work and
 //   O(n) extra memory, O(n / p + log n) depth (split). Draw: O(1), two random
-//   reads per sample. Unique draws: O(1) expected per draw, with a hash set.
+//   reads per sample. Unique draws: O(1) expected per draw, with a bitmap of
+//   the n classes or, when that would be larger, a hash set.
 //
 // SOURCE
 //   M. D. Vose, "A linear algorithm for generating random numbers with a given
@@ -61,9 +76,17 @@
 #define TFS_HD inline
 #endif
 
+// The CPU draw loop has an AVX2 version, chosen at run time (host code only).
+#if !defined(__CUDACC__) && defined(__x86_64__) && \
+    (defined(__GNUC__) || defined(__clang__))
+#define TF_SAMPLING_ALIAS_AVX2 1
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -147,23 +170,43 @@ TFS_HD uint64_t MulHi64(uint64_t a, uint64_t b) {
 #endif
 }
 
-// One draw from the table for the random word x. The bucket is
-// floor(x * n / 2^64); the low half of x * n is a uniform coin given the
-// bucket. An alias outside [0, n) (a corrupted table) gives the bucket itself
-// and sets *bad, so that no out-of-range read ever happens.
-TFS_HD int64_t DrawOne(uint64_t x, uint64_t n, const float* prob,
-                       const int32_t* alias, bool* bad) {
-  const uint64_t j = MulHi64(x, n);
-  const uint64_t frac = x * n;
-  const double coin = static_cast<double>(static_cast<int64_t>(frac >> 11));
-  const uint32_t a = static_cast<uint32_t>(alias[j]);
+// The bucket and the coin of the random word x: j = floor(x * n / 2^64), and
+// the coin is bits 32..63 of x * n mod 2^64 (the fraction x * n / 2^64 - j,
+// truncated to 32 bits), uniform given j up to n / 2^64.
+TFS_HD void BucketAndCoin(uint64_t x, uint64_t n, uint64_t* j, uint32_t* coin) {
+  *j = MulHi64(x, n);
+  *coin = static_cast<uint32_t>((x * n) >> 32);
+}
+
+// Whether bucket j keeps its own class: coin < prob * 2^32, compared exactly
+// (prob * 2^32 is exact in double). So the keep probability is
+// ceil(prob * 2^32) / 2^32: at most 2^-32 above prob, never below; 0 stays 0
+// (a zero-weight class is never kept) and 1 stays 1.
+TFS_HD bool KeepBucket(uint32_t coin, float prob) {
+  return static_cast<double>(coin) < static_cast<double>(prob) * kFixedOne;
+}
+
+// Bucket j, or its alias a. Branch-free: the coin is unpredictable by design.
+// An alias outside [0, n) (a corrupted table) gives the bucket itself and sets
+// *bad; the table is only ever read at j < n.
+TFS_HD int64_t SelectAlias(uint64_t j, uint32_t a, bool keep, uint64_t n,
+                           bool* bad) {
   const bool alias_ok = a < n;
   *bad |= !alias_ok;
-  const bool keep = coin < static_cast<double>(prob[j]) * kTwoPow53;
-  // Branch-free select: the coin is unpredictable by design.
   const int64_t use_alias = static_cast<int64_t>(!keep & alias_ok);
   const int64_t jj = static_cast<int64_t>(j);
   return jj + ((static_cast<int64_t>(a) - jj) & -use_alias);
+}
+
+// One draw from the table for the random word x (the GPU kernel and the
+// scalar paths; DrawRange is the blocked CPU version of the same).
+TFS_HD int64_t DrawOne(uint64_t x, uint64_t n, const float* prob,
+                       const int32_t* alias, bool* bad) {
+  uint64_t j;
+  uint32_t coin;
+  BucketAndCoin(x, n, &j, &coin);
+  return SelectAlias(j, static_cast<uint32_t>(alias[j]),
+                     KeepBucket(coin, prob[j]), n, bad);
 }
 
 // ---------------------------------------------------------------- build
@@ -459,71 +502,302 @@ BuildStatus BuildSplit(const T* w, int64_t n, int64_t section_size,
 }
 
 // ---------------------------------------------------------------- sample
-
-// Draws [begin, end) of the stream for `key` into out[0 .. end - begin).
-// Returns false if a corrupted alias entry was met.
 //
-// Speed: the table reads miss the cache once the table outgrows L2, and each
-// draw is too long a chain of instructions for the out-of-order window to
-// overlap many of them. So the random words are made a block ahead (the
-// Philox loop vectorizes), and each draw prefetches the bucket of the draw
-// kPrefetch places later: about twice the throughput at 1e6 classes.
-inline bool DrawRange(const float* prob, const int32_t* alias, int64_t n,
-                      const PhiloxKey& key, int64_t begin, int64_t end,
-                      int64_t* out) {
+// The CPU draws in blocks of kBlockDraws = 64 draws (32 Philox blocks):
+// first the random words of a whole block, with their buckets and coins
+// (vectorized; with AVX2, picked at run time, 8 Philox blocks per
+// instruction), and prefetches of the table rows they hit; then the previous
+// block, whose rows were prefetched a block earlier, is resolved. Each draw
+// is exactly DrawOne's, whatever the path: the output depends only on
+// (table, seed, draw index).
+
+constexpr int kBlockPairs = 32;
+constexpr int kBlockDraws = 2 * kBlockPairs;
+
+// The words of Philox blocks [p0, p0 + kBlockPairs), in draw order:
+// words[2m], words[2m + 1] = DrawPair(key, p0 + m).
+inline void BlockWordsGeneric(const PhiloxKey& key, uint64_t p0,
+                              uint64_t* words) {
+  for (int m = 0; m < kBlockPairs; ++m) {
+    DrawPair(key, p0 + m, &words[2 * m], &words[2 * m + 1]);
+  }
+}
+
+// Buckets and coins (BucketAndCoin) of draws [2 p0, 2 p0 + kBlockDraws) for
+// a table of n <= kMaxClasses classes.
+inline void BlockBucketsGeneric(const PhiloxKey& key, uint64_t p0, uint64_t n,
+                                uint32_t* bucket, uint32_t* coin) {
+  uint64_t words[kBlockDraws];
+  BlockWordsGeneric(key, p0, words);
+  for (int m = 0; m < kBlockDraws; ++m) {
+    uint64_t j;
+    BucketAndCoin(words[m], n, &j, &coin[m]);
+    bucket[m] = static_cast<uint32_t>(j);
+  }
+}
+
+// Resolves draws [0, len) of a block: out[m] = bucket[m] or its alias.
+// Returns false if an alias was out of range.
+inline bool ResolveGeneric(const float* prob, const int32_t* alias,
+                           uint64_t n, const uint32_t* bucket,
+                           const uint32_t* coin, int len, int64_t* out) {
+  bool bad = false;
+  for (int m = 0; m < len; ++m) {
+    const uint32_t j = bucket[m];
+    out[m] = SelectAlias(j, static_cast<uint32_t>(alias[j]),
+                         KeepBucket(coin[m], prob[j]), n, &bad);
+  }
+  return !bad;
+}
+
+#ifdef TF_SAMPLING_ALIAS_AVX2
+
+// The same with AVX2 (the functions are compiled for AVX2 whatever the
+// compiler flags, and only called where the CPU has it: no -march needed).
+#define TFS_AVX2 __attribute__((target("avx2"), always_inline)) inline
+namespace avx2 {
+
+constexpr int kVectors = kBlockPairs / 8;
+
+// Philox-4x32-10 of the 32 counters p0 .. p0 + 31 (lane l of vector v is
+// counter p0 + 8 v + l); c[w][v] holds output word w. The caller makes sure
+// that the low counter word does not wrap inside the block.
+TFS_AVX2 void Philox(const PhiloxKey& key, uint64_t p0,
+                     __m256i (&c)[4][kVectors]) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const uint32_t lo = static_cast<uint32_t>(p0);
+  for (int v = 0; v < kVectors; ++v) {
+    c[0][v] = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(lo + 8 * v)),
+                               lane);
+    c[1][v] = _mm256_set1_epi32(static_cast<int>(p0 >> 32));
+    c[2][v] = _mm256_set1_epi32(static_cast<int>(key.c2));
+    c[3][v] = _mm256_set1_epi32(static_cast<int>(key.c3));
+  }
+  const __m256i ma = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
+  const __m256i mb = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
+  uint32_t k0 = key.k0, k1 = key.k1;
+  for (int r = 0; r < 10; ++r) {
+    const __m256i key0 = _mm256_set1_epi32(static_cast<int>(k0));
+    const __m256i key1 = _mm256_set1_epi32(static_cast<int>(k1));
+    for (int v = 0; v < kVectors; ++v) {
+      // 32x32 -> 64-bit products of the even and of the odd lanes.
+      const __m256i ae = _mm256_mul_epu32(c[0][v], ma);
+      const __m256i ao = _mm256_mul_epu32(_mm256_srli_epi64(c[0][v], 32), ma);
+      const __m256i be = _mm256_mul_epu32(c[2][v], mb);
+      const __m256i bo = _mm256_mul_epu32(_mm256_srli_epi64(c[2][v], 32), mb);
+      const __m256i a_lo = _mm256_blend_epi32(ae, _mm256_slli_epi64(ao, 32), 0xAA);
+      const __m256i a_hi = _mm256_blend_epi32(_mm256_srli_epi64(ae, 32), ao, 0xAA);
+      const __m256i b_lo = _mm256_blend_epi32(be, _mm256_slli_epi64(bo, 32), 0xAA);
+      const __m256i b_hi = _mm256_blend_epi32(_mm256_srli_epi64(be, 32), bo, 0xAA);
+      c[0][v] = _mm256_xor_si256(_mm256_xor_si256(b_hi, c[1][v]), key0);
+      c[2][v] = _mm256_xor_si256(_mm256_xor_si256(a_hi, c[3][v]), key1);
+      c[1][v] = b_lo;
+      c[3][v] = a_lo;
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
+// Stores the 32-bit lanes of even (e) and odd (o) draws of 8 Philox blocks
+// to dst[0 .. 16) in draw order: e0 o0 e1 o1 ...
+TFS_AVX2 void StoreInterleaved32(const __m256i& e, const __m256i& o,
+                                 uint32_t* dst) {
+  const __m256i lo = _mm256_unpacklo_epi32(e, o);  // blocks 0 1 | 4 5
+  const __m256i hi = _mm256_unpackhi_epi32(e, o);  // blocks 2 3 | 6 7
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst),
+                      _mm256_permute2x128_si256(lo, hi, 0x20));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 8),
+                      _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
+// Bucket and coin of the words x = hi:lo of 8 draws (32-bit halves in the
+// lanes of lo and hi). x * n = s * 2^32 + (lo * n mod 2^32) with
+// s = hi * n + floor(lo * n / 2^32) < 2^64, so the bucket floor(x n / 2^64)
+// is the high and the coin the low half of s: BucketAndCoin, exactly.
+TFS_AVX2 void BucketsAndCoins(const __m256i& lo, const __m256i& hi,
+                              const __m256i& n, __m256i* bucket,
+                              __m256i* coin) {
+  const __m256i se = _mm256_add_epi64(
+      _mm256_mul_epu32(hi, n), _mm256_srli_epi64(_mm256_mul_epu32(lo, n), 32));
+  const __m256i so = _mm256_add_epi64(
+      _mm256_mul_epu32(_mm256_srli_epi64(hi, 32), n),
+      _mm256_srli_epi64(_mm256_mul_epu32(_mm256_srli_epi64(lo, 32), n), 32));
+  *bucket = _mm256_blend_epi32(_mm256_srli_epi64(se, 32), so, 0xAA);
+  *coin = _mm256_blend_epi32(se, _mm256_slli_epi64(so, 32), 0xAA);
+}
+
+// True if the low counter word wraps inside the block (once per 2^32 blocks):
+// the generic code handles that block.
+inline bool CounterWraps(uint64_t p0) {
+  return static_cast<uint32_t>(p0) > 0xFFFFFFFFu - kBlockPairs;
+}
+
+__attribute__((target("avx2"))) inline void BlockWords(const PhiloxKey& key,
+                                                       uint64_t p0,
+                                                       uint64_t* words) {
+  if (CounterWraps(p0)) return BlockWordsGeneric(key, p0, words);
+  __m256i c[4][kVectors];
+  Philox(key, p0, c);
+  for (int v = 0; v < kVectors; ++v) {
+    // 64-bit words c1:c0 (even draws) and c3:c2 (odd draws) of 8 blocks.
+    alignas(32) uint32_t even[16], odd[16];
+    StoreInterleaved32(c[0][v], c[1][v], even);
+    StoreInterleaved32(c[2][v], c[3][v], odd);
+    for (int m = 0; m < 8; ++m) {
+      words[16 * v + 2 * m] = (static_cast<uint64_t>(even[2 * m + 1]) << 32) | even[2 * m];
+      words[16 * v + 2 * m + 1] = (static_cast<uint64_t>(odd[2 * m + 1]) << 32) | odd[2 * m];
+    }
+  }
+}
+
+__attribute__((target("avx2"))) inline void BlockBuckets(const PhiloxKey& key,
+                                                         uint64_t p0,
+                                                         uint64_t n,
+                                                         uint32_t* bucket,
+                                                         uint32_t* coin) {
+  if (CounterWraps(p0)) return BlockBucketsGeneric(key, p0, n, bucket, coin);
+  __m256i c[4][kVectors];
+  Philox(key, p0, c);
+  const __m256i nv = _mm256_set1_epi64x(static_cast<int64_t>(n));
+  for (int v = 0; v < kVectors; ++v) {
+    __m256i je, ce, jo, co;
+    BucketsAndCoins(c[0][v], c[1][v], nv, &je, &ce);  // draws 2m
+    BucketsAndCoins(c[2][v], c[3][v], nv, &jo, &co);  // draws 2m + 1
+    StoreInterleaved32(je, jo, bucket + 16 * v);
+    StoreInterleaved32(ce, co, coin + 16 * v);
+  }
+}
+
+// Resolves draws [0, len) of a block: out[m] = bucket[m] or its alias, exactly
+// as SelectAlias(..., KeepBucket(coin[m], prob[bucket[m]]), ...) decides (also
+// for prob outside [0, 1] or NaN). Returns false if an alias was out of range.
+__attribute__((target("avx2"))) inline bool Resolve(
+    const float* prob, const int32_t* alias, uint64_t n, const uint32_t* bucket,
+    const uint32_t* coin, int len, int64_t* out) {
+  const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
+  const __m256 two32 = _mm256_set1_ps(4294967296.0f);
+  const __m256 two31 = _mm256_set1_ps(2147483648.0f);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i n_biased = _mm256_set1_epi32(
+      static_cast<int>(static_cast<uint32_t>(n) ^ 0x80000000u));
+  int bad = 0;
+  int m = 0;
+  for (; m + 8 <= len; m += 8) {
+    const __m256i j =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bucket + m));
+    const __m256i c =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(coin + m));
+    const __m256 p = _mm256_i32gather_ps(prob, j, 4);
+    const __m256i a = _mm256_i32gather_epi32(alias, j, 4);
+    // coin < p 2^32 <=> coin < ceil(p 2^32), an integer-valued float (p 2^32
+    // is exact) converted to uint32 exactly in two ranges; p >= 1 always
+    // keeps and p <= 0 (or NaN) never does, as in KeepBucket.
+    const __m256 t = _mm256_ceil_ps(_mm256_mul_ps(p, two32));
+    const __m256i t_low = _mm256_cvttps_epi32(t);
+    const __m256i t_high =
+        _mm256_xor_si256(_mm256_cvttps_epi32(_mm256_sub_ps(t, two31)), sign);
+    const __m256i thr = _mm256_blendv_epi8(
+        t_low, t_high, _mm256_castps_si256(_mm256_cmp_ps(t, two31, _CMP_GE_OQ)));
+    const __m256i below = _mm256_cmpgt_epi32(_mm256_xor_si256(thr, sign),
+                                             _mm256_xor_si256(c, sign));
+    const __m256i keep = _mm256_or_si256(
+        _mm256_and_si256(below, _mm256_castps_si256(
+                                    _mm256_cmp_ps(p, zero, _CMP_GT_OQ))),
+        _mm256_castps_si256(_mm256_cmp_ps(p, one, _CMP_GE_OQ)));
+    const __m256i ok =
+        _mm256_cmpgt_epi32(n_biased, _mm256_xor_si256(a, sign));  // a < n
+    bad |= _mm256_movemask_ps(_mm256_castsi256_ps(ok)) ^ 0xFF;
+    const __m256i r = _mm256_blendv_epi8(j, a, _mm256_andnot_si256(keep, ok));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + m),
+                        _mm256_cvtepu32_epi64(_mm256_castsi256_si128(r)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + m + 4),
+                        _mm256_cvtepu32_epi64(_mm256_extracti128_si256(r, 1)));
+  }
+  return ResolveGeneric(prob, alias, n, bucket + m, coin + m, len - m, out + m) &&
+         bad == 0;
+}
+
+}  // namespace avx2
+#undef TFS_AVX2
+#endif  // x86-64 host
+
+// The block functions of the CPU draw loop: generic or AVX2 (same results).
+struct BlockFunctions {
+  void (*words)(const PhiloxKey&, uint64_t, uint64_t*);
+  void (*buckets)(const PhiloxKey&, uint64_t, uint64_t, uint32_t*, uint32_t*);
+  bool (*resolve)(const float*, const int32_t*, uint64_t, const uint32_t*,
+                  const uint32_t*, int, int64_t*);
+  bool vectorized;
+};
+
+inline BlockFunctions PickBlockFunctions(bool allow_simd = true) {
+#ifdef TF_SAMPLING_ALIAS_AVX2
+  __builtin_cpu_init();
+  if (allow_simd && __builtin_cpu_supports("avx2")) {
+    return {&avx2::BlockWords, &avx2::BlockBuckets, &avx2::Resolve, true};
+  }
+#endif
+  (void)allow_simd;
+  return {&BlockWordsGeneric, &BlockBucketsGeneric, &ResolveGeneric, false};
+}
+
+// The block functions for this CPU, chosen once; TF_SAMPLING_NO_AVX2=1 in the
+// environment forces the generic ones (the tests check that both give the
+// same bytes).
+inline const BlockFunctions& CpuBlockFunctions() {
+  static const BlockFunctions f = PickBlockFunctions(
+      std::getenv("TF_SAMPLING_NO_AVX2") == nullptr ||
+      std::string(std::getenv("TF_SAMPLING_NO_AVX2")) != "1");
+  return f;
+}
+
+// Draws [begin, end) of the stream for `key` into out[0 .. end - begin), with
+// the block functions `f`. Returns false if a corrupted alias entry was met.
+inline bool DrawRangeWith(const BlockFunctions& f, const float* prob,
+                          const int32_t* alias, int64_t n,
+                          const PhiloxKey& key, int64_t begin, int64_t end,
+                          int64_t* out) {
   const uint64_t un = static_cast<uint64_t>(n);
   bool bad = false;
   int64_t t = begin;
-  uint64_t x0, x1;
   if (t < end && (t & 1)) {  // odd start: second half of a pair
+    uint64_t x0, x1;
     DrawPair(key, static_cast<uint64_t>(t) >> 1, &x0, &x1);
     *out++ = DrawOne(x1, un, prob, alias, &bad);
     ++t;
   }
-  constexpr int kPairs = 32, kBlock = 2 * kPairs, kPrefetch = 32;
-  const int64_t blocks = (end - t) / kBlock;
-  if (blocks > 0) {
-    uint64_t ring[2 * kBlock];
-    auto fill = [&](uint64_t* dst, int64_t start) {
-      const uint64_t p0 = static_cast<uint64_t>(start) >> 1;
-      for (int m = 0; m < kPairs; ++m) {
-        DrawPair(key, p0 + m, &dst[2 * m], &dst[2 * m + 1]);
-      }
-    };
-    auto prefetch = [&](uint64_t x) {
-      const uint64_t j = MulHi64(x, un);
-      __builtin_prefetch(prob + j);
-      __builtin_prefetch(alias + j);
-    };
-    fill(ring, t);
-    for (int m = 0; m < kPrefetch; ++m) prefetch(ring[m]);
-    for (int64_t b = 0; b < blocks; ++b) {
-      uint64_t* cur = ring + (b & 1) * kBlock;
-      uint64_t* next = ring + ((b + 1) & 1) * kBlock;
-      const bool more = b + 1 < blocks;
-      if (more) fill(next, t + kBlock);
-      for (int m = 0; m < kBlock; ++m) {
-        if (m + kPrefetch < kBlock) {
-          prefetch(cur[m + kPrefetch]);
-        } else if (more) {
-          prefetch(next[m + kPrefetch - kBlock]);
-        }
-        out[m] = DrawOne(cur[m], un, prob, alias, &bad);
-      }
-      out += kBlock;
-      t += kBlock;
+  const int64_t blocks = (end - t + kBlockDraws - 1) / kBlockDraws;
+  if (blocks == 0) return !bad;
+  alignas(32) uint32_t bucket[2][kBlockDraws], coin[2][kBlockDraws];
+  // Buckets, coins and prefetches of the block that starts at draw `start`
+  // (even) into slot s; the last block may be partial.
+  auto stage = [&](int s, int64_t start) {
+    f.buckets(key, static_cast<uint64_t>(start) >> 1, un, bucket[s], coin[s]);
+    const int len = static_cast<int>(std::min<int64_t>(kBlockDraws, end - start));
+    for (int m = 0; m < len; ++m) {
+      __builtin_prefetch(prob + bucket[s][m]);
+      __builtin_prefetch(alias + bucket[s][m]);
     }
-  }
-  while (t < end) {
-    DrawPair(key, static_cast<uint64_t>(t) >> 1, &x0, &x1);
-    *out++ = DrawOne(x0, un, prob, alias, &bad);
-    ++t;
-    if (t < end) {
-      *out++ = DrawOne(x1, un, prob, alias, &bad);
-      ++t;
-    }
+  };
+  stage(0, t);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int s = static_cast<int>(b & 1);
+    if (b + 1 < blocks) stage(s ^ 1, t + kBlockDraws);
+    const int len = static_cast<int>(std::min<int64_t>(kBlockDraws, end - t));
+    if (!f.resolve(prob, alias, un, bucket[s], coin[s], len, out)) bad = true;
+    out += len;
+    t += len;
   }
   return !bad;
+}
+
+inline bool DrawRange(const float* prob, const int32_t* alias, int64_t n,
+                      const PhiloxKey& key, int64_t begin, int64_t end,
+                      int64_t* out) {
+  return DrawRangeWith(CpuBlockFunctions(), prob, alias, n, key, begin, end,
+                       out);
 }
 
 // A weighted list of extra ids drawn together with a table: a draw comes from
@@ -540,31 +814,34 @@ struct Mixture {
 };
 
 // Draws [begin, end) of the mixture stream. With m == 0 this is DrawRange's
-// stream; otherwise draw t uses Philox block t: 53 bits choose the component,
-// the other word draws from it. Returns false if a corrupted alias entry or an
-// extra id outside [0, n) was met (such draws give the bucket / id 0).
-inline bool DrawMixtureRange(const float* prob, const int32_t* alias, int64_t n,
-                             const PhiloxKey& key, const Mixture& mix,
-                             int64_t begin, int64_t end, int64_t* out) {
-  if (mix.m == 0) return DrawRange(prob, alias, n, key, begin, end, out);
+// stream; otherwise draw t uses Philox block t: 53 bits of its first word
+// choose the component, the second word draws from it (DrawOne for the
+// table). Returns false if a corrupted alias entry or an extra id outside
+// [0, n) was met (such draws give the bucket / id 0).
+inline bool DrawMixtureRangeWith(const BlockFunctions& f, const float* prob,
+                                 const int32_t* alias, int64_t n,
+                                 const PhiloxKey& key, const Mixture& mix,
+                                 int64_t begin, int64_t end, int64_t* out) {
+  if (mix.m == 0) return DrawRangeWith(f, prob, alias, n, key, begin, end, out);
   const uint64_t un = static_cast<uint64_t>(n);
   const double scale = (mix.table_mass + mix.cum[mix.m - 1]) / kTwoPow53;
   bool bad = false;
-  // Blocks: words first, then the list draws and prefetches of the table
-  // buckets, then the table draws (see DrawRange for why).
-  constexpr int kBlock = 64;
-  uint64_t xs[kBlock];
-  bool from_table[kBlock];
-  for (int64_t t0 = begin; t0 < end; t0 += kBlock) {
-    const int len = static_cast<int>(std::min<int64_t>(kBlock, end - t0));
+  // Per block of kBlockPairs draws: the words, then the list draws and the
+  // prefetches of the table rows, then the table draws.
+  uint64_t words[kBlockDraws];
+  uint32_t bucket[kBlockPairs], coin[kBlockPairs];
+  bool from_table[kBlockPairs];
+  for (int64_t t0 = begin; t0 < end; t0 += kBlockPairs) {
+    const int len = static_cast<int>(std::min<int64_t>(kBlockPairs, end - t0));
+    f.words(key, static_cast<uint64_t>(t0), words);
     for (int i = 0; i < len; ++i) {
-      uint64_t x0;
-      DrawPair(key, static_cast<uint64_t>(t0 + i), &x0, &xs[i]);
       const double u =
-          static_cast<double>(static_cast<int64_t>(x0 >> 11)) * scale;
+          static_cast<double>(static_cast<int64_t>(words[2 * i] >> 11)) * scale;
       from_table[i] = u < mix.table_mass;
       if (from_table[i]) {
-        const uint64_t j = MulHi64(xs[i], un);
+        uint64_t j;
+        BucketAndCoin(words[2 * i + 1], un, &j, &coin[i]);
+        bucket[i] = static_cast<uint32_t>(j);
         __builtin_prefetch(prob + j);
         __builtin_prefetch(alias + j);
       } else {
@@ -578,11 +855,22 @@ inline bool DrawMixtureRange(const float* prob, const int32_t* alias, int64_t n,
       }
     }
     for (int i = 0; i < len; ++i) {
-      if (from_table[i]) out[i] = DrawOne(xs[i], un, prob, alias, &bad);
+      if (from_table[i]) {
+        const uint32_t j = bucket[i];
+        out[i] = SelectAlias(j, static_cast<uint32_t>(alias[j]),
+                             KeepBucket(coin[i], prob[j]), un, &bad);
+      }
     }
     out += len;
   }
   return !bad;
+}
+
+inline bool DrawMixtureRange(const float* prob, const int32_t* alias, int64_t n,
+                             const PhiloxKey& key, const Mixture& mix,
+                             int64_t begin, int64_t end, int64_t* out) {
+  return DrawMixtureRangeWith(CpuBlockFunctions(), prob, alias, n, key, mix,
+                              begin, end, out);
 }
 
 // Number of classes with positive probability under the table (and the
@@ -619,17 +907,60 @@ inline std::vector<double> ImpliedProbabilities(const float* prob,
   return p;
 }
 
-// Set of int64 ids; open addressing, sized for `capacity` insertions.
-class IdSet {
+// The distinct ids met so far, out of [0, n): a bitmap when it is no larger
+// than a hash set for `capacity` ids would be (then an insertion is one
+// branch-free read-modify-write), else an open-addressing hash set.
+class SeenIds {
  public:
-  explicit IdSet(int64_t capacity) {
-    int64_t size = 16;
-    while (size < 2 * capacity) size <<= 1;
-    slots_.assign(size, -1);
-    mask_ = static_cast<uint64_t>(size - 1);
+  SeenIds(int64_t n, int64_t capacity) {
+    int64_t slots = 16;
+    while (slots < 2 * capacity) slots <<= 1;
+    if ((n + 63) / 64 <= slots) {
+      bits_.assign((n + 63) / 64, 0);
+    } else {
+      slots_.assign(slots, -1);
+      mask_ = static_cast<uint64_t>(slots - 1);
+    }
   }
-  // True if the id was not in the set.
-  bool Insert(int64_t id) {
+
+  // Appends the ids of draws[0, len) not met before to out[*found, k), until
+  // *found == k. Returns the index in draws of the id that made *found reach
+  // k, or -1. Ids must be in [0, n).
+  int64_t AddNew(const int64_t* draws, int64_t len, int64_t k, int64_t* out,
+                 int64_t* found) {
+    int64_t f = *found;
+    int64_t done = -1;
+    if (!bits_.empty()) {
+      uint64_t* bits = bits_.data();
+      for (int64_t m = 0; m < len; ++m) {
+        const uint64_t id = static_cast<uint64_t>(draws[m]);
+        const uint64_t bit = uint64_t{1} << (id & 63);
+        const uint64_t word = bits[id >> 6];
+        bits[id >> 6] = word | bit;
+        out[f] = static_cast<int64_t>(id);  // kept only if new: f < k here
+        f += (word & bit) == 0;
+        if (f == k) {
+          done = m;
+          break;
+        }
+      }
+    } else {
+      for (int64_t m = 0; m < len; ++m) {
+        if (Insert(draws[m])) {
+          out[f++] = draws[m];
+          if (f == k) {
+            done = m;
+            break;
+          }
+        }
+      }
+    }
+    *found = f;
+    return done;
+  }
+
+ private:
+  bool Insert(int64_t id) {  // true if the id is new
     uint64_t h = (static_cast<uint64_t>(id) * 0x9E3779B97F4A7C15ull) >> 20;
     while (true) {
       int64_t& s = slots_[h & mask_];
@@ -642,9 +973,9 @@ class IdSet {
     }
   }
 
- private:
+  std::vector<uint64_t> bits_;
   std::vector<int64_t> slots_;
-  uint64_t mask_;
+  uint64_t mask_ = 0;
 };
 
 enum UniqueStatus {
@@ -654,52 +985,76 @@ enum UniqueStatus {
   kUniqueTooManyTries = 3   // 2^36 draws did not find k distinct classes
 };
 
+// Length of the next round of draws for unique sampling: the draws that the
+// `want` ids still missing should take at the last round's rate of new ids
+// (which only falls as the sample fills, so rounds rather stop short than
+// overshoot; an extra round costs little, wasted draws cost their time), at
+// least 512, and at most 4x the draws so far, so that a long tail takes
+// O(log) rounds. Even, so that the rounds start on Philox pairs.
+inline int64_t NextRoundLength(int64_t want, int64_t last_len, int64_t last_new,
+                               int64_t pos) {
+  int64_t len;
+  if (last_len == 0) {  // first round: a little more than k, for repeats
+    len = want + want / 4 + 64;
+  } else if (last_new == 0) {
+    len = 2 * pos;
+  } else {
+    const double est = static_cast<double>(want) *
+                       static_cast<double>(last_len) /
+                       static_cast<double>(last_new);
+    len = static_cast<int64_t>(std::min(est * 1.125, 4.0 * pos + 1024.0)) + 64;
+  }
+  len = std::max<int64_t>(len, 512);
+  return (len + 1) & ~int64_t{1};
+}
+
+// Draws per piece of parallel work in SampleUnique (even: the pieces start on
+// Philox pairs).
+constexpr int64_t kUniquePiece = 4096;
+
 // The first k distinct ids of the (mixture) draw stream, in order of first
 // appearance, and *num_tries = the stream position of the last one + 1: the
 // number of i.i.d. draws it took, so that the expected count of class c in the
 // result is 1 - (1 - p_c)^num_tries. The stream is DrawMixtureRange's, drawn in
-// chunks through parallel_for(num_pieces, fn(begin, end)).
+// rounds (NextRoundLength), each in pieces through
+// parallel_for(num_pieces, fn(begin, end)); the result does not depend on
+// the rounds or pieces.
 template <typename ParallelFor>
 int SampleUnique(const float* prob, const int32_t* alias, int64_t n,
                  const PhiloxKey& key, const Mixture& mix, int64_t k,
                  int64_t* out, int64_t* num_tries, int64_t* support,
                  const ParallelFor& parallel_for) {
-  IdSet seen(k);
-  int64_t found = 0, pos = 0;
+  *num_tries = 0;
+  if (k <= 0) return kUniqueOk;
+  const BlockFunctions& f = CpuBlockFunctions();
+  SeenIds seen(n, k);
+  int64_t found = 0, pos = 0, len = 0, last_new = 0;
   bool support_checked = false;
   std::vector<int64_t> buf;
+  std::vector<char> piece_ok;
   while (true) {
-    // A little more than the ids still wanted (repeats), and at least half as
-    // many as so far, so that a long tail (classes of tiny probability) takes
-    // O(log) rounds; the stream is counter-based, so rounds cost no accuracy.
-    const int64_t want = k - found;
-    const int64_t len =
-        std::max<int64_t>(std::max<int64_t>(want + want / 4 + 64, 1024), pos / 2) &
-        ~int64_t{1};
+    len = NextRoundLength(k - found, len, last_new, pos);
     buf.resize(len);
-    bool ok = true;
-    // Each piece writes its own slice; pieces are aligned on pairs.
-    const int64_t piece = 4096;
-    const int64_t pieces = (len + piece - 1) / piece;
-    std::vector<char> piece_ok(pieces, 1);
+    const int64_t pieces = (len + kUniquePiece - 1) / kUniquePiece;
+    piece_ok.assign(pieces, 1);
     parallel_for(pieces, [&](int64_t b, int64_t e) {
       for (int64_t p = b; p < e; ++p) {
-        const int64_t s = p * piece, t = std::min(len, s + piece);
-        piece_ok[p] = DrawMixtureRange(prob, alias, n, key, mix, pos + s,
-                                       pos + t, buf.data() + s);
+        const int64_t s = p * kUniquePiece;
+        const int64_t t = std::min(len, s + kUniquePiece);
+        piece_ok[p] = DrawMixtureRangeWith(f, prob, alias, n, key, mix,
+                                           pos + s, pos + t, buf.data() + s);
       }
     });
-    for (char c : piece_ok) ok &= c != 0;
-    if (!ok) return kUniqueBadAlias;
-    for (int64_t m = 0; m < len; ++m) {
-      if (seen.Insert(buf[m])) {
-        out[found++] = buf[m];
-        if (found == k) {
-          *num_tries = pos + m + 1;
-          return kUniqueOk;
-        }
-      }
+    for (char c : piece_ok) {
+      if (!c) return kUniqueBadAlias;
     }
+    const int64_t before = found;
+    const int64_t m = seen.AddNew(buf.data(), len, k, out, &found);
+    if (m >= 0) {
+      *num_tries = pos + m + 1;
+      return kUniqueOk;
+    }
+    last_new = found - before;
     pos += len;
     // Slow progress may mean that fewer than k classes can be drawn at all.
     if (!support_checked && pos > 64 * k + (int64_t{1} << 20)) {

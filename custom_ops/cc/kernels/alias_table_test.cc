@@ -229,6 +229,156 @@ static void TestSampling() {
         "corrupted alias not flagged");
 }
 
+// The keep rule: bucket j keeps its class iff coin < prob * 2^32, so the keep
+// probability is ceil(prob * 2^32) / 2^32 (at most 2^-32 above prob); 0 and 1
+// are exact.
+static void TestKeepRule() {
+  std::mt19937_64 rng(21);
+  std::uniform_real_distribution<float> unif(0.0f, 1.0f);
+  std::vector<float> probs = {0.0f, 1.0f, 0.5f, 1e-30f, 1e-10f, 0.999999940f,
+                              std::nextafter(1.0f, 0.0f), 2.3283064e-10f};
+  for (int i = 0; i < 10000; ++i) probs.push_back(unif(rng) * std::pow(2.0f, -(i % 40)));
+  for (float p : probs) {
+    const double thr = std::ceil(static_cast<double>(p) * 4294967296.0);
+    if (thr > 0) {
+      CHECK(KeepBucket(static_cast<uint32_t>(thr - 1), p), "coin below ceil(p 2^32) not kept, p=%g", p);
+    }
+    if (thr < 4294967296.0) {
+      CHECK(!KeepBucket(static_cast<uint32_t>(thr), p), "coin at ceil(p 2^32) kept, p=%g", p);
+    }
+  }
+  CHECK(!KeepBucket(0u, 0.0f), "prob 0 keeps");
+  CHECK(KeepBucket(0xFFFFFFFFu, 1.0f), "prob 1 does not keep");
+}
+
+// Reference stream, one DrawPair + DrawOne per draw.
+static std::vector<int64_t> ScalarStream(const std::vector<float>& prob,
+                                         const std::vector<int32_t>& alias,
+                                         const PhiloxKey& key, int64_t begin,
+                                         int64_t end) {
+  std::vector<int64_t> out;
+  const uint64_t n = prob.size();
+  bool bad = false;
+  for (int64_t t = begin; t < end; ++t) {
+    uint64_t x[2];
+    DrawPair(key, static_cast<uint64_t>(t) >> 1, &x[0], &x[1]);
+    out.push_back(DrawOne(x[t & 1], n, prob.data(), alias.data(), &bad));
+  }
+  return out;
+}
+
+// The blocked and vectorized (AVX2, where the CPU has it) draw code gives the
+// scalar stream exactly, also where the low Philox counter word wraps.
+static void TestBlockPaths() {
+  const BlockFunctions generic = PickBlockFunctions(/*allow_simd=*/false);
+  const BlockFunctions best = PickBlockFunctions();
+  std::printf("block functions: %s\n", best.vectorized ? "AVX2" : "generic");
+  const PhiloxKey key = MakeKey(0x123456789LL, -42);
+  const uint64_t starts[] = {0, 1, 12345, 0xFFFFFFFFull - 40, 0xFFFFFFFFull - 31,
+                             0xFFFFFFFFull - 5, (uint64_t{1} << 33) + 3,
+                             0xFFFFFFFFFFFFFFFFull - 100};
+  const uint64_t sizes[] = {1, 2, 7, 1000, 999999937, 2147483647};
+  for (const BlockFunctions* f : {&generic, &best}) {
+    for (uint64_t p0 : starts) {
+      uint64_t words[kBlockDraws];
+      f->words(key, p0, words);
+      for (int m = 0; m < kBlockPairs; ++m) {
+        uint64_t x0, x1;
+        DrawPair(key, p0 + m, &x0, &x1);
+        CHECK(words[2 * m] == x0 && words[2 * m + 1] == x1,
+              "block words differ at p0=%llu m=%d", (unsigned long long)p0, m);
+      }
+      for (uint64_t n : sizes) {
+        uint32_t bucket[kBlockDraws], coin[kBlockDraws];
+        f->buckets(key, p0, n, bucket, coin);
+        for (int m = 0; m < kBlockDraws; ++m) {
+          uint64_t j;
+          uint32_t c;
+          BucketAndCoin(words[m], n, &j, &c);
+          CHECK(bucket[m] == j && coin[m] == c,
+                "block buckets differ at p0=%llu n=%llu m=%d", (unsigned long long)p0,
+                (unsigned long long)n, m);
+        }
+      }
+    }
+  }
+  // Whole ranges: odd and even starts, partial blocks, counter wrap.
+  const int n = 777;
+  std::vector<float> w(n), prob(n);
+  std::vector<int32_t> alias(n);
+  for (int i = 0; i < n; ++i) w[i] = (i % 9 == 4) ? 0.0f : 1.0f / (1.0f + i);
+  BuildSweep(w.data(), n, prob.data(), alias.data());
+  const int64_t wrap = int64_t{1} << 33;  // pair counter 2^32
+  const int64_t ranges[][2] = {{0, 0},      {0, 1},         {1, 2},         {3, 200},
+                               {64, 128},   {5, 5000},      {wrap - 101, wrap + 99},
+                               {wrap - 64, wrap + 64}};
+  for (const auto& r : ranges) {
+    const std::vector<int64_t> ref = ScalarStream(prob, alias, key, r[0], r[1]);
+    for (const BlockFunctions* f : {&generic, &best}) {
+      std::vector<int64_t> out(r[1] - r[0]);
+      CHECK(DrawRangeWith(*f, prob.data(), alias.data(), n, key, r[0], r[1], out.data()),
+            "valid table flagged");
+      CHECK(out == ref, "DrawRange [%lld, %lld) differs from the scalar stream",
+            (long long)r[0], (long long)r[1]);
+    }
+  }
+  // The mixture stream: both block paths agree.
+  std::vector<int64_t> ids = {3, 700, 4, 12};
+  std::vector<double> cum = {0.5, 0.5, 2.0, 2.25};
+  Mixture mix;
+  mix.ids = ids.data();
+  mix.cum = cum.data();
+  mix.m = 4;
+  mix.table_mass = 3.0;
+  for (const auto& r : ranges) {
+    std::vector<int64_t> a(r[1] - r[0]), b(r[1] - r[0]);
+    DrawMixtureRangeWith(generic, prob.data(), alias.data(), n, key, mix, r[0], r[1], a.data());
+    DrawMixtureRangeWith(best, prob.data(), alias.data(), n, key, mix, r[0], r[1], b.data());
+    CHECK(a == b, "mixture block paths differ on [%lld, %lld)", (long long)r[0], (long long)r[1]);
+  }
+}
+
+// The block resolve step of both paths, on probabilities of every kind (also
+// invalid ones: > 1, negative, NaN, inf, denormal) and coins at and around
+// each threshold ceil(prob 2^32), and on aliases out of range.
+static void TestResolvePaths() {
+  const BlockFunctions generic = PickBlockFunctions(/*allow_simd=*/false);
+  const BlockFunctions best = PickBlockFunctions();
+  std::mt19937_64 rng(33);
+  std::uniform_real_distribution<float> unif(0.0f, 1.0f);
+  const float special[] = {0.0f, 1.0f, 0.5f, 0.25f, 0.75f, 1e-30f, 1e-40f, 2.3283064e-10f,
+                           std::nextafter(1.0f, 0.0f), std::nextafter(0.5f, 1.0f),
+                           std::nextafter(0.5f, 0.0f), 1.5f, -0.25f, -0.0f,
+                           std::numeric_limits<float>::quiet_NaN(),
+                           std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity()};
+  const int n = 4096;
+  std::vector<float> prob(n);
+  std::vector<int32_t> alias(n);
+  for (int i = 0; i < n; ++i) {
+    const int s = sizeof(special) / sizeof(special[0]);
+    prob[i] = i < 4 * s ? special[i % s] : unif(rng) * std::pow(2.0f, -(i % 34));
+    alias[i] = (i % 97 == 5) ? n + i : static_cast<int32_t>(rng() % n);  // some bad
+  }
+  for (int rep = 0; rep < 200; ++rep) {
+    uint32_t bucket[kBlockDraws], coin[kBlockDraws];
+    for (int m = 0; m < kBlockDraws; ++m) {
+      bucket[m] = static_cast<uint32_t>(rng() % n);
+      const double t = std::ceil(static_cast<double>(prob[bucket[m]]) * 4294967296.0);
+      const int64_t near = t >= 0 && t <= 4294967296.0 ? static_cast<int64_t>(t) : 0;
+      const int64_t c = (rep % 3 == 0) ? static_cast<int64_t>(rng() >> 32)
+                                       : near + static_cast<int64_t>(rng() % 3) - 1;
+      coin[m] = static_cast<uint32_t>(std::min<int64_t>(std::max<int64_t>(c, 0), 0xFFFFFFFFll));
+    }
+    for (int len : {kBlockDraws, 13, 8, 1}) {
+      std::vector<int64_t> a(len, -7), b(len, -7);
+      const bool ok_a = generic.resolve(prob.data(), alias.data(), n, bucket, coin, len, a.data());
+      const bool ok_b = best.resolve(prob.data(), alias.data(), n, bucket, coin, len, b.data());
+      CHECK(a == b && ok_a == ok_b, "resolve paths differ (rep %d, len %d)", rep, len);
+    }
+  }
+}
+
 static void TestUnique() {
   const int n = 1000;
   std::vector<float> w(n);
@@ -254,6 +404,29 @@ static void TestUnique() {
     CHECK(ref == a, "unique k=%lld is not the first k distinct draws", (long long)k);
     CHECK(seen[stream.back()] && std::count(stream.begin(), stream.end(), stream.back()) == 1,
           "num_tries does not end at the last new id");
+  }
+  // A large table and few ids: SeenIds uses its hash set (bitmap otherwise).
+  {
+    const int64_t big = 300007;
+    std::vector<float> wb(big);
+    for (int64_t i = 0; i < big; ++i) wb[i] = (i % 3 == 0) ? 0.0f : 1.0f / (1.0f + i % 1000);
+    std::vector<float> pb(big);
+    std::vector<int32_t> ab(big);
+    BuildSweep(wb.data(), big, pb.data(), ab.data());
+    for (int64_t k : {1, 5, 100, 5000}) {
+      std::vector<int64_t> got(k);
+      int64_t tries = 0, support = -1;
+      CHECK(SampleUnique(pb.data(), ab.data(), big, key, k, got.data(), &tries, &support,
+                         ShuffledFor()) == kUniqueOk, "unique (big table) k=%lld failed",
+            (long long)k);
+      std::vector<int64_t> stream(tries), ref;
+      DrawRange(pb.data(), ab.data(), big, key, 0, tries, stream.data());
+      std::vector<char> seen(big, 0);
+      for (int64_t d : stream) if (!seen[d]) { seen[d] = 1; ref.push_back(d); }
+      CHECK(ref == got, "unique (big table) k=%lld is not the first k distinct draws",
+            (long long)k);
+      for (int64_t d : got) CHECK(wb[d] > 0, "zero-weight class %lld drawn", (long long)d);
+    }
   }
   // 900 classes have positive weight: asking for 901 distinct ones fails.
   std::vector<int64_t> out(901);
@@ -350,6 +523,9 @@ static void TestMixture() {
 
 int main() {
   TestPhiloxKnownAnswers();
+  TestKeepRule();
+  TestBlockPaths();
+  TestResolvePaths();
   TestBuilds();
   TestErrors();
   TestSampling();
