@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import tf_sampling as tfs
 
-HEADS = ("full", "sampled", "nce", "negative", "hierarchical")
+HEADS = ("full", "sampled", "nce", "negative", "hierarchical", "adaptive")
 
 
 @keras.saving.register_keras_serializable(package="tf_sampling_examples")
@@ -91,16 +91,26 @@ def unigram_sampler(counts, distortion, seed=None):
 
 def make_head(kind, num_classes, counts=None, num_sampled=None, sampler=None,
               distortion=0.75, unique=True, use_bias=True, kernel_initializer="glorot_uniform",
-              seed=None, samples_per=None):
+              seed=None, samples_per=None, cutoffs=None, div_value=None,
+              remove_accidental_hits=None):
     """Builds an output head by name: one of `HEADS`.
 
     `counts` (class frequencies) are needed for the Huffman tree of "hierarchical" and for
     the unigram sampler that "negative" uses by default (word2vec's counts^0.75).
     `sampler` (a name or sampler) defaults to "log_uniform" for "sampled" and "nce".
-    `samples_per` ("batch" or "example") is passed to the sampled heads when given.
+    `samples_per` ("batch" or "example") and `remove_accidental_hits` are passed to the
+    sampled heads when given. "adaptive" needs `cutoffs` (ids must be sorted by decreasing
+    frequency); `div_value` is passed when given (the layer's default is 4).
     """
     if kind == "full":
         return FullSoftmax(num_classes, kernel_initializer=kernel_initializer, name="head")
+    if kind == "adaptive":
+        if cutoffs is None:
+            raise ValueError("The adaptive head needs `cutoffs`.")
+        extra = {} if div_value is None else {"div_value": div_value}
+        return tfs.layers.AdaptiveSoftmax(num_classes, cutoffs=list(cutoffs),
+                                          kernel_initializer=kernel_initializer,
+                                          name="head", **extra)
     if kind == "hierarchical":
         if counts is None:
             raise ValueError("The hierarchical head needs `counts` for its Huffman tree.")
@@ -125,6 +135,8 @@ def make_head(kind, num_classes, counts=None, num_sampled=None, sampler=None,
         bias_init = (keras.initializers.Constant(-math.log(num_classes)) if kind == "nce"
                      else "zeros")
         extra = {} if samples_per is None else {"samples_per": samples_per}
+        if remove_accidental_hits is not None:
+            extra["remove_accidental_hits"] = remove_accidental_hits
         return cls(num_classes, num_sampled=num_sampled, sampler=sampler, unique=unique,
                    use_bias=use_bias, kernel_initializer=kernel_initializer,
                    bias_initializer=bias_init, seed=seed, name="head", **extra)

@@ -1,0 +1,527 @@
+"""Language-model perplexity on WikiText-2: every output head against the full softmax, one run.
+
+Trains the NPLM of `examples/language_model.py` (Bengio et al. 2003; with `--arch lstm` or
+`both`, its LSTM too) once per output head, with the same body, initial body weights,
+optimizer (Adam), learning rate, batch, epochs and data order:
+
+* `full`: the reference, a plain `keras.layers.Dense(V)` trained with
+  `SparseCategoricalCrossentropy(from_logits=True)`;
+* `sampled`: `tfs.layers.SampledSoftmax` (`--num-sampled` classes from `--sampler`);
+* `nce`: `tfs.layers.NCE` (same sampler and number of samples);
+* `hierarchical`: `tfs.layers.HierarchicalSoftmax` over a Huffman tree of the training counts;
+* `adaptive`: `tfs.layers.AdaptiveSoftmax` with `--cutoffs` (ids are sorted by frequency).
+
+Each head keeps its layer's defaults except where noted in the table header. Perplexities
+are always exact: exp of the mean negative log-likelihood of the head's full normalized
+distribution (`full_softmax_loss`, i.e. log-softmax over all V classes for full / sampled /
+NCE, the tree's and the clusters' exact probabilities for hierarchical / adaptive) over
+every token of wiki.valid and wiki.test, never the sampled training loss.
+
+The default trains one epoch over the first 300,000 training tokens (a subset, flagged in
+the table header): one full-softmax epoch over all 2.09M tokens takes over half an hour on
+two shared CPU cores. `--max-train-tokens 0` uses all of them. Valid and test are always
+scored in full (unless `--max-eval-tokens`, for smoke runs).
+
+Time per epoch is training only (no evaluation runs during training): the steady-state
+time per step, measured after the first execution (tracing and XLA compilation) and
+multiplied by the steps of one epoch. Evaluation is timed separately. The ratios are
+against the full softmax of the same architecture measured in the same run. On a shared
+machine the times are noisy (the load average is printed at the start and the end).
+
+    python benchmarks/lm_perplexity.py                      # NPLM, all five heads
+    python benchmarks/lm_perplexity.py --arch both --json-out lm.json --plot lm.png
+    python benchmarks/lm_perplexity.py --max-train-tokens 200000 --epochs 1   # smoke run
+
+Goal (issue #6): the sampled softmax within 5% of the full-softmax perplexity, with at
+least 2x less wall time per epoch.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(_HERE)
+sys.path.insert(0, os.path.join(_ROOT, "examples"))
+try:
+    import tf_sampling as tfs  # noqa: E402
+except ImportError:  # a checkout without `pip install -e .`
+    sys.path.insert(0, _ROOT)
+    import tf_sampling as tfs  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import _corpus  # noqa: E402
+import _heads  # noqa: E402
+import language_model  # noqa: E402
+
+HEADS = ("full", "sampled", "nce", "hierarchical", "adaptive")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", default=os.path.join(_ROOT, "..", "shared", "data"),
+                   help="folder with wikitext-2/wiki.{train,valid,test}.tokens, or that "
+                        "wikitext-2 folder itself (default: ../shared/data)")
+    p.add_argument("--arch", choices=("nplm", "lstm", "both"), default="nplm")
+    p.add_argument("--heads", default=",".join(HEADS),
+                   help=f"comma list of {', '.join(HEADS)} (full is the reference)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-train-tokens", type=int, default=300_000,
+                   help="train on the first N tokens of wiki.train only (0: all 2.09M). "
+                        "The default is a subset: one full-softmax epoch over all of it takes "
+                        "30+ min on 2 shared CPU cores")
+    p.add_argument("--max-eval-tokens", type=int, default=0,
+                   help="score only the first N tokens of valid and test (0: all; for "
+                        "smoke runs, flagged in the table header)")
+    p.add_argument("--context", type=int, default=4, help="NPLM: n-1 context words")
+    p.add_argument("--emb", type=int, default=64, help="embedding size")
+    p.add_argument("--hidden", type=int, default=128, help="NPLM tanh / LSTM units")
+    p.add_argument("--seq-len", type=int, default=35, help="LSTM: tokens per piece")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="NPLM targets / LSTM pieces per step (default 512 / 32)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, every head")
+    p.add_argument("--num-sampled", type=int, default=1024, help="sampled and nce heads")
+    p.add_argument("--sampler", default="log_uniform",
+                   help="sampled and nce heads: a sampler name of tfs.samplers.get, or "
+                        "'unigram' (fixed unigram of the training counts)")
+    p.add_argument("--remove-accidental-hits", choices=("default", "yes", "no"),
+                   default="default",
+                   help="sampled and nce heads ('default': the layer's default)")
+    p.add_argument("--cutoffs", default="2000,10000", help="adaptive head cutoffs")
+    p.add_argument("--div-value", type=float, default=None,
+                   help="adaptive head (default: the layer's, 4)")
+    p.add_argument("--eval-batch", type=int, default=2048,
+                   help="NPLM targets per evaluation batch (LSTM: this / seq-len pieces)")
+    p.add_argument("--jit", choices=("on", "off"), default="off",
+                   help="XLA for training and evaluation of every head; Keras falls back "
+                        "to plain tf.function for heads without XLA support (the xla column)")
+    p.add_argument("--steps-per-execution", type=int, default=8)
+    p.add_argument("--threads", type=int, default=0, help="TF intra/inter-op threads")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json-out", help="write every row and the run's settings here")
+    p.add_argument("--plot", help="PNG of test perplexity against training time per head "
+                                  "(needs matplotlib: pip install .[bench])")
+    p.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")
+    args = p.parse_args(argv)
+    args.heads = [h.strip() for h in args.heads.split(",") if h.strip()]
+    bad = [h for h in args.heads if h not in HEADS]
+    if bad or not args.heads:
+        p.error(f"--heads: unknown {bad}; choose from {HEADS}")
+    args.cutoffs = [int(c) for c in args.cutoffs.split(",")]
+    if args.epochs < 1:
+        p.error("--epochs must be >= 1")
+    return args
+
+
+def data_paths(data_dir):
+    for d in (os.path.join(data_dir, "wikitext-2"), data_dir):
+        paths = [os.path.join(d, f"wiki.{s}.tokens") for s in ("train", "valid", "test")]
+        if all(os.path.exists(q) for q in paths):
+            return paths
+    raise SystemExit(f"No wiki.{{train,valid,test}}.tokens under {data_dir} or "
+                     f"{data_dir}/wikitext-2; pass --data-dir.")
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": usable,
+            "python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__,
+            "gpus": len(tf.config.list_physical_devices("GPU"))}
+
+
+# ---------------------------------------------------------------------------- models
+class DenseSoftmax:
+    """The reference head: a plain Dense layer whose logits Keras' sparse cross-entropy
+    trains. `full_softmax_loss` gives the same exact NLL interface as the package's heads."""
+
+    def __init__(self, num_classes):
+        self.dense = keras.layers.Dense(num_classes, name="logits")
+        self.supports_jit = True
+
+    def log_prob(self, hidden):
+        return tf.nn.log_softmax(self.dense(hidden))
+
+    def full_softmax_loss(self, hidden, labels):
+        # logsumexp - logit: the sparse cross-entropy's value, without also computing the
+        # softmax that its kernel returns for the gradient (a [batch, V] pass fewer).
+        logits = self.dense(hidden)
+        true = tf.gather(logits, tf.cast(labels, tf.int32)[:, None], batch_dims=1)[:, 0]
+        return tf.reduce_logsumexp(logits, axis=-1) - true
+
+
+def make_head(args, kind, data):
+    V = data.vocab_size
+    if kind == "full":
+        return DenseSoftmax(V)
+    if kind in ("sampled", "nce"):
+        sampler = args.sampler
+        if sampler == "unigram":
+            sampler = _heads.unigram_sampler(data.counts, 1.0, seed=args.seed)
+        hits = {"default": None, "yes": True, "no": False}[args.remove_accidental_hits]
+        return _heads.make_head(kind, V, num_sampled=min(args.num_sampled, V - 1),
+                                sampler=sampler, seed=args.seed, remove_accidental_hits=hits)
+    if kind == "adaptive":
+        return _heads.make_head(kind, V, cutoffs=args.cutoffs, div_value=args.div_value)
+    return _heads.make_head(kind, V, counts=data.counts)
+
+
+def build(args, arch, kind, data):
+    """(training model, body model: context -> hidden [..., h], head).
+
+    The seed is reset first, so every head starts from the same body weights.
+    """
+    keras.utils.set_random_seed(args.seed)
+    V = data.vocab_size
+    embed = keras.layers.Embedding(V, args.emb, name="embedding")
+    if arch == "nplm":
+        context = keras.Input((args.context,), dtype="int32", name="context")
+        label = keras.Input((), dtype="int32", name="label")
+        x = keras.layers.Flatten(name="concat")(embed(context))
+        hidden = keras.layers.Dense(args.hidden, activation="tanh", name="hidden")(x)
+        body = keras.Model(context, hidden, name="nplm_body")
+        flat_hidden, flat_label = hidden, label
+    else:
+        context = keras.Input((None,), dtype="int32", name="context")
+        label = keras.Input((None,), dtype="int32", name="label")
+        hidden = keras.layers.LSTM(args.hidden, return_sequences=True, name="lstm")(
+            embed(context))
+        body = keras.Model(context, hidden, name="lstm_body")
+        # Every position is an example: the head sees [batch * time, hidden].
+        flat_hidden = keras.ops.reshape(hidden, (-1, args.hidden))
+        flat_label = keras.ops.reshape(label, (-1,))
+    head = make_head(args, kind, data)
+    if kind == "full":
+        model = keras.Model(context, head.dense(hidden), name=f"{arch}_full")
+    else:
+        model = keras.Model({"context": context, "label": label},
+                            head([flat_hidden, flat_label]), name=f"{arch}_{kind}")
+    return model, body, head
+
+
+# ---------------------------------------------------------------------------- evaluation
+def eval_batches(args, arch, stream):
+    if arch == "nplm":
+        return _corpus.window_dataset(stream, args.context, args.eval_batch, pad_id=0)
+    return _corpus.sequence_dataset(stream, args.seq_len, max(1, args.eval_batch // args.seq_len))
+
+
+def make_evaluator(args, arch, body, head, jit):
+    """stream -> (exact perplexity over every target, number of targets)."""
+    shape = [None, args.context] if arch == "nplm" else [None, None]
+    label_shape = [None] if arch == "nplm" else [None, None]
+
+    @tf.function(jit_compile=jit, input_signature=[tf.TensorSpec(shape, tf.int32),
+                                                   tf.TensorSpec(label_shape, tf.int32)])
+    def batch_nll(ctx, lab):
+        hidden = tf.reshape(body(ctx, training=False), [-1, args.hidden])
+        nll = tf.cast(head.full_softmax_loss(hidden, tf.reshape(lab, [-1])), tf.float64)
+        return tf.reduce_sum(nll), tf.size(nll)
+
+    def evaluate(stream):
+        total, count = 0.0, 0
+        for batch in eval_batches(args, arch, stream):
+            s, n = batch_nll(batch["context"], batch["label"])
+            total += float(s)
+            count += int(n)
+        return math.exp(total / count), count
+
+    return evaluate
+
+
+def normalization_check(args, arch, body, head, stream, rows=64):
+    """On `rows` valid targets: max |sum_y p(y | x) - 1| of the head's `log_prob`, and max
+    |full_softmax_loss - (-log_prob[label])|: the scored NLL is that of a normalized
+    distribution over all V classes. Raises if either is off by more than 1e-3."""
+    batch = next(iter(eval_batches(args, arch, stream)))
+    hidden = tf.reshape(body(batch["context"], training=False), [-1, args.hidden])[:rows]
+    labels = tf.reshape(batch["label"], [-1])[:rows]
+    log_p = tf.cast(head.log_prob(hidden), tf.float64)
+    mass_err = float(tf.reduce_max(tf.abs(tf.exp(tf.reduce_logsumexp(log_p, -1)) - 1)))
+    picked = -tf.gather(log_p, labels[:, None], batch_dims=1)[:, 0]
+    nll_err = float(tf.reduce_max(tf.abs(
+        tf.cast(head.full_softmax_loss(hidden, labels), tf.float64) - picked)))
+    if not (mass_err < 1e-3 and nll_err < 1e-3):
+        raise RuntimeError(f"{type(head).__name__}: probabilities sum to 1 +- {mass_err:.2g}, "
+                           f"full_softmax_loss differs from -log_prob by {nll_err:.2g}.")
+    return mass_err, nll_err
+
+
+# ---------------------------------------------------------------------------- training
+class Clock(keras.callbacks.Callback):
+    """Steady-state training time: the clock starts after the first execution (tracing,
+    XLA compilation) and stops at the end of training."""
+
+    def __init__(self, sampled):
+        super().__init__()
+        self.sampled = sampled
+        self.start = self.first_steps = self.end = None
+        self.epoch_seconds = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.start is None:
+            self.start = time.perf_counter()
+            self.first_steps = batch + 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self._epoch_t0)
+        loss = (logs or {}).get("loss")
+        print(f"    epoch {epoch + 1}: {self.epoch_seconds[-1]:.1f} s, training loss "
+              f"{loss:.3f}" + (" (sampled, not exact)" if self.sampled else ""),
+              flush=True)
+
+    def on_train_end(self, logs=None):
+        self.end = time.perf_counter()
+
+
+def train_dataset(args, arch, stream, kind):
+    ns = argparse.Namespace(arch=arch, context=args.context, batch_size=args.batch_size,
+                            seq_len=args.seq_len, seed=args.seed)
+    ds = language_model.train_dataset(ns, stream)
+    if kind == "full":  # the plain Keras model: (inputs, targets) for its compiled loss
+        ds = ds.map(lambda d: (d["context"], d["label"]))
+    return ds, language_model.steps_per_epoch(ns, stream)
+
+
+def run_head(args, arch, kind, data):
+    model, body, head = build(args, arch, kind, data)
+    ds, spe = train_dataset(args, arch, data.train, kind)
+    per_exec = max(1, min(args.steps_per_execution, spe // 2))
+    spe = spe // per_exec * per_exec  # whole executions per epoch
+    jit = args.jit == "on"
+    if kind == "full":
+        model.compile(optimizer=keras.optimizers.Adam(args.lr),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      steps_per_execution=per_exec, jit_compile=jit)
+    else:  # the head adds its loss
+        model.compile(optimizer=keras.optimizers.Adam(args.lr), steps_per_execution=per_exec,
+                      jit_compile=jit)
+    xla = bool(model.jit_compile)
+    clock = Clock(sampled=kind in ("sampled", "nce"))
+    t0 = time.perf_counter()
+    model.fit(ds, epochs=args.epochs, steps_per_epoch=spe, callbacks=[clock],
+              verbose=args.verbose, shuffle=False)
+    fit_seconds = clock.end - t0
+    timed_steps = spe * args.epochs - clock.first_steps
+    steady = clock.end - clock.start
+    step_seconds = steady / timed_steps if timed_steps > 0 else fit_seconds / (spe * args.epochs)
+    tokens_per_step = args.batch_size * (args.seq_len if arch == "lstm" else 1)
+
+    evaluate = make_evaluator(args, arch, body, head, jit and bool(
+        getattr(head, "supports_jit", False)))
+    t = time.perf_counter()
+    valid_ppl, valid_n = evaluate(data.valid)
+    test_ppl, test_n = evaluate(data.test)
+    eval_seconds = time.perf_counter() - t
+    mass_err, nll_err = normalization_check(args, arch, body, head, data.valid)
+    return {"arch": arch, "head": kind, "valid_ppl": valid_ppl, "test_ppl": test_ppl,
+            "valid_tokens": valid_n, "test_tokens": test_n,
+            "epoch_seconds": step_seconds * spe, "fit_seconds": fit_seconds,
+            "fit_epoch_seconds": clock.epoch_seconds, "eval_seconds": eval_seconds,
+            "steps_per_epoch": spe, "tokens_per_sec": tokens_per_step / step_seconds,
+            "xla": xla, "params": int(model.count_params()),
+            "max_abs_prob_sum_minus_1": mass_err, "max_abs_nll_vs_log_prob": nll_err}
+
+
+# ---------------------------------------------------------------------------- report
+def head_note(args, kind, V):
+    if kind == "full":
+        return "keras Dense + sparse CE"
+    if kind in ("sampled", "nce"):
+        hits = {"default": "", "yes": ", remove hits", "no": ", keep hits"}[
+            args.remove_accidental_hits]
+        return f"{min(args.num_sampled, V - 1)} x {args.sampler}{hits}"
+    if kind == "hierarchical":
+        return "Huffman tree"
+    return f"cutoffs {args.cutoffs}" + (f", div {args.div_value:g}" if args.div_value else "")
+
+
+def table(rows, args, V):
+    head = (f"| arch | head | setting | valid ppl | test ppl | train s/epoch | x full time "
+            f"| ppl / full | eval s | tokens/s | xla |\n"
+            f"|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    lines = [head]
+    for r in rows:
+        full = next((f for f in rows if f["arch"] == r["arch"] and f["head"] == "full"), None)
+        speed = f"{full['epoch_seconds'] / r['epoch_seconds']:.2f}x less" if full else "-"
+        ppl = f"{r['test_ppl'] / full['test_ppl']:.3f}" if full else "-"
+        if full is r:
+            speed, ppl = "1 (ref)", "1 (ref)"
+        lines.append(
+            f"| {r['arch']} | {r['head']} | {head_note(args, r['head'], V)} "
+            f"| {r['valid_ppl']:.2f} | {r['test_ppl']:.2f} | {r['epoch_seconds']:.1f} "
+            f"| {speed} | {ppl} | {r['eval_seconds']:.1f} | {r['tokens_per_sec']:,.0f} "
+            f"| {'yes' if r['xla'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def goal_lines(rows):
+    out = []
+    for arch in dict.fromkeys(r["arch"] for r in rows):
+        by = {r["head"]: r for r in rows if r["arch"] == arch}
+        if "full" not in by or "sampled" not in by:
+            continue
+        f, s = by["full"], by["sampled"]
+        ppl = s["test_ppl"] / f["test_ppl"] - 1
+        vppl = s["valid_ppl"] / f["valid_ppl"] - 1
+        speed = f["epoch_seconds"] / s["epoch_seconds"]
+        ok = ppl <= 0.05 and vppl <= 0.05 and speed >= 2
+        out.append(f"goal (#6), {arch}: sampled test ppl {ppl:+.1%} vs full (valid "
+                   f"{vppl:+.1%}; at most +5% allowed), {speed:.2f}x less time per epoch "
+                   f"(>= 2x needed): {'HOLDS' if ok else 'DOES NOT HOLD'}"
+                   + ("; note: sampled beats full by more than 5%, so the full softmax is "
+                      "undertrained at this budget" if min(ppl, vppl) < -0.05 else ""))
+    return out
+
+
+def plot(rows, path, title):
+    import matplotlib  # lazily: an optional benchmark extra
+
+    matplotlib.use("Agg")
+    import matplotlib.ticker  # noqa: F401
+    import matplotlib.pyplot as plt
+    import textwrap
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    markers = {"nplm": "o", "lstm": "s"}
+    colors = dict(zip(HEADS, ("black", "tab:orange", "tab:green", "tab:red", "tab:purple")))
+    for r in rows:
+        x = r["epoch_seconds"] * r["epochs"]
+        ax.scatter(x, r["test_ppl"], marker=markers[r["arch"]], s=60,
+                   color=colors[r["head"]])
+        ax.annotate(f"{r['arch']} {r['head']}", (x, r["test_ppl"]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=9)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("training wall-clock time, s (steady state, all epochs)")
+    ax.set_ylabel("exact test perplexity")
+    ax.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tf.get_logger().setLevel("ERROR")  # retracing notices: every head is a new model
+    command = shlex.join(["python", os.path.relpath(os.path.abspath(__file__))]
+                         + (sys.argv[1:] if argv is None else list(argv)))
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    info = machine()
+    load_start = os.getloadavg()
+    print(f"# command: {command}")
+    print(f"# machine: {info['cpu']}, {info['logical_cores']} logical cores "
+          f"({info['usable_cores']} usable), {info['gpus']} GPU(s); Python {info['python']}, "
+          f"TF {info['tensorflow']}, Keras {info['keras']}, NumPy {info['numpy']}")
+    print(f"# load average at the start: {load_start[0]:.2f} (1 min), "
+          f"{load_start[1]:.2f} (5 min)", flush=True)
+
+    train_path, valid_path, test_path = data_paths(args.data_dir)
+    data = language_model.load_data(argparse.Namespace(
+        train=train_path, valid=valid_path, test=test_path))
+    full_train = len(data.train)
+    if args.max_train_tokens and args.max_train_tokens < full_train:
+        data.train = data.train[:args.max_train_tokens]
+    if args.max_eval_tokens:
+        data.valid = data.valid[:args.max_eval_tokens]
+        data.test = data.test[:args.max_eval_tokens]
+    V = data.vocab_size
+    archs = ["nplm", "lstm"] if args.arch == "both" else [args.arch]
+    subset = len(data.train) < full_train
+    scope = (f"SUBSET: first {len(data.train):,} of {full_train:,} training tokens"
+             if subset else f"all {full_train:,} training tokens")
+    if args.max_eval_tokens:
+        scope += (f"; SUBSET: first {len(data.valid):,} valid / {len(data.test):,} test "
+                  f"tokens scored")
+    print(f"# WikiText-2: vocabulary {V:,}; {scope}; valid {len(data.valid):,}, test "
+          f"{len(data.test):,} tokens scored", flush=True)
+
+    rows = []
+    t_all = time.perf_counter()
+    for arch in archs:
+        bs = args.batch_size
+        args.batch_size = bs or (512 if arch == "nplm" else 32)
+        for kind in args.heads:
+            print(f"  {arch} / {kind}:", flush=True)
+            r = run_head(args, arch, kind, data)
+            r.update(epochs=args.epochs, batch_size=args.batch_size)
+            rows.append(r)
+            print(f"    valid ppl {r['valid_ppl']:.2f}, test ppl {r['test_ppl']:.2f}; "
+                  f"{r['epoch_seconds']:.1f} s/epoch ({r['tokens_per_sec']:,.0f} tokens/s), "
+                  f"eval {r['eval_seconds']:.1f} s, xla {r['xla']}", flush=True)
+        args.batch_size = bs
+    total = time.perf_counter() - t_all
+    load_end = os.getloadavg()
+
+    bodies = []
+    for arch in archs:
+        b = (512 if arch == "nplm" else 32) if args.batch_size is None else args.batch_size
+        bodies.append(
+            f"NPLM: {args.context} context words, emb {args.emb}, tanh {args.hidden}, batch "
+            f"{b} targets" if arch == "nplm" else
+            f"LSTM: emb {args.emb}, {args.hidden} units, pieces of {args.seq_len}, batch {b}")
+    title = (f"WikiText-2 (V = {V:,}), {scope}, {args.epochs} epoch(s); "
+             + "; ".join(bodies) + f"; Adam lr {args.lr:g} for every head")
+    print()
+    print(f"## {title}")
+    worst = max(max(r["max_abs_prob_sum_minus_1"], r["max_abs_nll_vs_log_prob"]) for r in rows)
+    print("Perplexities are exact (full normalized distribution of each head) on every "
+          f"valid/test token (checked on 64 valid rows per head: probabilities sum to 1 and "
+          f"the scored NLL is -log_prob[label], within {worst:.1e}). train s/epoch: training only, steady state; eval s: valid + "
+          "test evaluation. x full time = full s/epoch / this s/epoch.")
+    print()
+    print(table(rows, args, V))
+    print()
+    for line in goal_lines(rows):
+        print(line)
+    print(f"machine: {info['cpu']}, {info['usable_cores']} cores, TF {info['tensorflow']}; "
+          f"load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end "
+          f"(shared machine: the times are noisy); whole run {total / 60:.1f} min")
+    print(f"command: {command}", flush=True)
+
+    if args.json_out:
+        settings = {k: v for k, v in vars(args).items()}
+        with open(args.json_out, "w") as f:
+            json.dump({"command": command, "machine": info, "title": title,
+                       "load_average_start": load_start, "load_average_end": load_end,
+                       "train_tokens": len(data.train), "full_train_tokens": full_train,
+                       "vocab_size": V, "settings": settings, "rows": rows,
+                       "goals": goal_lines(rows), "total_seconds": total}, f, indent=1)
+        print(f"wrote {args.json_out}")
+    if args.plot:
+        plot(rows, args.plot, title)
+        print(f"wrote {args.plot}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
