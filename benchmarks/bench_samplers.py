@@ -57,6 +57,9 @@ def parse_args():
     p.add_argument("--labels", type=int, default=1024, help="labels per dynamic step")
     p.add_argument("--dynamic-sampled", type=int, default=8192)
     p.add_argument("--skip", default="", help="comma-separated methods to skip, e.g. numpy")
+    p.add_argument("--json-out", help="also write the rows as JSON here")
+    p.add_argument("--plot", help="also plot Msamples/s against V (PNG; needs matplotlib, "
+                   "the `bench` extra)")
     return p.parse_args()
 
 
@@ -249,6 +252,43 @@ def print_goals(floor_ms):
               "on one thread)")
 
 
+def write_json(path, floor_ms):
+    import json
+
+    keys = ("section", "vocab", "num_sampled", "method", "ms", "note")
+    with open(path, "w") as f:
+        json.dump({"tf": tf.__version__, "machine": platform.processor() or platform.machine(),
+                   "threads": ARGS.threads, "floor_ms": floor_ms,
+                   "rows": [dict(zip(keys, r)) for r in ROWS]}, f, indent=1)
+
+
+def plot(path):
+    """Msamples/s against V, one line per method, for the largest num_sampled drawn."""
+    import matplotlib  # lazily: an optional benchmark extra
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in ROWS if r[0] == "draws"]
+    n = max(r[2] for r in rows)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in dict.fromkeys(r[3] for r in rows if r[2] == n):
+        pts = sorted((r[1], r[2] / r[4] / 1e3) for r in rows if r[2] == n and r[3] == method)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("number of classes V")
+    ax.set_ylabel("Msamples/s")
+    threads = "one thread" if ARGS.threads == 1 else f"{ARGS.threads or 'all'} threads"
+    ax.set_title(f"Draws of {n:,} ids per tf.function call, {threads}; TF {tf.__version__}",
+                 fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main():
     print(f"custom ops available: {tfs.ops.custom_ops_available()}", flush=True)
     for v in ARGS.vocab:
@@ -262,6 +302,10 @@ def main():
     print(f"\nPer-call floor: an empty tf.function call takes {floor * 1e3:.3f} ms here; at "
           "8,192 draws it is most of the op's time.")
     print_goals(floor * 1e3)
+    if ARGS.json_out:
+        write_json(ARGS.json_out, floor * 1e3)
+    if ARGS.plot:
+        plot(ARGS.plot)
 
 
 if __name__ == "__main__":

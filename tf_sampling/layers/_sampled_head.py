@@ -137,6 +137,10 @@ class SampledHead(keras.layers.Layer):
         if self.samples_per == "example" and self.unique:
             # Distinct draws per row keep a data-dependent number of each row's stream.
             self.supports_jit = False
+        if self.samples_per == "batch" and self.remove_accidental_hits:
+            # tf.nn.compute_accidental_hits (TF's semantics for repeated draws) has no XLA
+            # kernel. The unique-row lookups (tf.unique) do compile.
+            self.supports_jit = False
 
         if isinstance(tied_embedding, dict):
             tied_embedding = keras.saving.deserialize_keras_object(tied_embedding)

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sampling import trees
+from tf_sampling.losses import _unique_rows
 
 # Above this many classes the tree lives only in the weights, not in get_config().
 _CONFIG_TREE_MAX_CLASSES = 4096
@@ -339,16 +340,30 @@ class HierarchicalSoftmax(keras.layers.Layer):
         self._require_tree()
 
     # ---------------------------------------------------------------- training / NLL
-    def _node_scores(self, x, nodes):
-        """`x . v_n + b_n` for node ids `nodes` `[batch, m]` -> `[batch, m]`."""
+    def _node_scores(self, x, nodes, unique_rows=False):
+        """`x . v_n + b_n` for node ids `nodes` `[batch, m]` -> `[batch, m]`.
+
+        With `unique_rows` each distinct node is read once and the reads are expanded, so
+        the gradient has one row per node: the root is on every path, and Keras'
+        optimizers mis-apply repeated rows (see `tf_sampling.losses._unique_rows`). The
+        top-k search takes no gradient and skips it.
+        """
         # Gather from the backing tf.Variable (`.value`): a sparse read. Gathering from a
         # dense read instead makes every sparse optimizer update copy the whole [V-1, dim]
         # matrix (the read still holds its buffer), an O(V) cost per step.
-        w = tf.cast(tf.gather(self.kernel.value, nodes), tf.float32)
+        if unique_rows:
+            unique, (index,) = _unique_rows.unique_index(nodes)
+
+            def lookup(params):
+                return tf.gather(tf.cast(tf.gather(params, unique), tf.float32), index)
+        else:
+            def lookup(params):
+                return tf.cast(tf.gather(params, nodes), tf.float32)
+        w = lookup(self.kernel.value)
         # A batched matmul; tf.einsum picks a path that is ~10x slower on CPU here.
         s = tf.squeeze(tf.matmul(w, x[:, :, None]), -1)
         if self.use_bias:
-            s = s + tf.cast(tf.gather(self.bias.value, nodes), tf.float32)
+            s = s + lookup(self.bias.value)
         return s
 
     def full_softmax_loss(self, inputs, labels):
@@ -367,11 +382,13 @@ class HierarchicalSoftmax(keras.layers.Layer):
         lengths = tf.gather(self.tree_path_splits, labels + 1) - starts
         steps = tf.range(depth, dtype=tf.int32)
         mask = steps[None, :] < lengths[:, None]
-        idx = tf.where(mask, starts[:, None] + steps[None, :], 0)
+        # Padding steps repeat the path's first node, already one of its rows: the padding
+        # (masked out of the loss) adds no row to the weight gradient.
+        idx = tf.where(mask, starts[:, None] + steps[None, :], starts[:, None])
         signed = tf.gather(self.tree_paths, idx)
-        nodes = tf.where(mask, tf.abs(signed) - 1, 0)
+        nodes = tf.abs(signed) - 1
         sign = tf.cast(tf.sign(signed), tf.float32)
-        s = self._node_scores(x, nodes)
+        s = self._node_scores(x, nodes, unique_rows=True)
         log_p = tf.where(mask, tf.math.log_sigmoid(sign * s), 0.0)
         return -tf.reduce_sum(log_p, axis=1)
 

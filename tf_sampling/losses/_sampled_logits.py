@@ -3,8 +3,11 @@
 Shared by the functional losses and the Keras heads. Differences from TF that do not change
 the result (checked against `tf.nn.*` in tests/test_losses.py):
 
-* true and sampled rows are gathered separately (TF gathers them together and slices),
-  so the weight gradient is two concatenated IndexedSlices with no padded slice gradients;
+* the rows of the distinct ids among the true and sampled classes are gathered once and
+  then expanded (see `_unique_rows`), so the weight and bias gradients are IndexedSlices
+  with unique row ids and summed rows, which every Keras optimizer applies as it would
+  the dense gradient (TF gathers the concatenated ids and slices: duplicate slices, and
+  zero-padded slice gradients);
 * the true and sampled logits are returned separately, so the losses need not build TF's
   `[batch, num_true + num_sampled]` logit and label matrices;
 * `log Q` of the sampled classes is folded into their biases (a `[num_sampled]` vector)
@@ -20,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sampling import samplers as samplers_lib
+from tf_sampling.losses import _unique_rows
 
 # TF marks accidental hits with -FLT_MAX (float32), whatever the logits' dtype.
 _ACCIDENTAL_HIT = float(-np.finfo(np.float32).max)
@@ -91,7 +95,8 @@ def gather_rows(shards, ids, rows):
     For shards sized as TF's "div" strategy lays them out (the first `num_classes % P`
     shards one row longer) this is `tf.nn.embedding_lookup(shards, ids)`; shards of any
     other sizes are read as their concatenation, which is what the `weights` argument of
-    `tf.nn.sampled_softmax_loss` is documented to be.
+    `tf.nn.sampled_softmax_loss` is documented to be. Each shard's gradient has one slice
+    per id of that shard, so unique `ids` give every shard a gradient with unique rows.
     """
     if len(shards) == 1:
         return tf.gather(shards[0], ids)
@@ -225,14 +230,18 @@ def sampled_logits(weights, biases, labels, inputs, sampled_values, num_true,
     if weight_rows is None:
         weight_rows = [s.shape[0] for s in weights]
 
-    def lookup(params, param_rows, ids):
-        out = gather_rows(params, ids, param_rows)
-        return tf.cast(out, dtype) if out.dtype != dtype else out
+    # One lookup of the distinct ids, expanded by two gathers (not TF's gather-then-slice,
+    # whose slice gradients are zero-padded): a label that is also sampled, or repeated in
+    # the batch, is one row of the weight gradient, in each shard.
+    unique, (true_index, sampled_index) = _unique_rows.unique_index(labels_flat, sampled)
 
-    # Two gathers rather than TF's gather-then-slice: the two sparse gradients are simply
-    # concatenated, with no zero-padded slice gradients.
-    true_w = lookup(weights, weight_rows, labels_flat)
-    sampled_w = lookup(weights, weight_rows, sampled)
+    def lookup(params, param_rows):
+        out = gather_rows(params, unique, param_rows)
+        if out.dtype != dtype:
+            out = tf.cast(out, dtype)
+        return tf.gather(out, true_index), tf.gather(out, sampled_index)
+
+    true_w, sampled_w = lookup(weights, weight_rows)
     if num_true == 1:
         true_logits = tf.reduce_sum(inputs * true_w, 1, keepdims=True)
     else:
@@ -243,9 +252,8 @@ def sampled_logits(weights, biases, labels, inputs, sampled_values, num_true,
 
     sampled_shift = None
     if biases is not None:
-        bias_rows = [s.shape[0] for s in biases]
-        true_logits += tf.reshape(lookup(biases, bias_rows, labels_flat), [-1, num_true])
-        sampled_shift = lookup(biases, bias_rows, sampled)
+        true_b, sampled_shift = lookup(biases, [s.shape[0] for s in biases])
+        true_logits += tf.reshape(true_b, [-1, num_true])
     if subtract_log_q:
         true_logits -= tf.math.log(tf.cast(true_ec, dtype))
         log_q = tf.math.log(tf.cast(sampled_ec, dtype))

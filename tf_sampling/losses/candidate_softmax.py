@@ -8,11 +8,15 @@ cannot express this (they share one sampled set across the batch and want dense 
 Here the candidates are a `tf.RaggedTensor` `[batch, (n_i)]` of class ids, or a dense
 `[batch, n]` tensor with a boolean mask. For ragged input all work is done on the flat
 values (`sum(n_i)` rows of the weight matrix, segment reductions over the row ids), so the
-cost is O(sum n_i * dim) and nothing is padded to the longest row.
+cost is O(sum n_i * dim) and nothing is padded to the longest row. A class that is a
+candidate of several examples is read once and is one row of the weight gradient, as Keras'
+optimizers need (see `_unique_rows`).
 """
 
 import keras
 import tensorflow as tf
+
+from tf_sampling.losses import _unique_rows
 
 __all__ = ["candidate_softmax_loss", "candidate_log_softmax", "candidate_logits"]
 
@@ -220,13 +224,16 @@ def _ragged_logits(shards, biases, inputs, candidates, log_q_flat, num_classes):
     ]
     with tf.control_dependencies(checks):
         ids = tf.identity(ids)
-    w = tf.cast(_gather_rows(shards, ids), inputs.dtype)           # [N, dim]
+    # Each distinct id's row is read once (one row of the weight gradient; see
+    # `_unique_rows`), then expanded to the candidates.
+    unique, (index,) = _unique_rows.unique_index(ids)
+    w = tf.gather(tf.cast(_gather_rows(shards, unique), inputs.dtype), index)   # [N, dim]
     x = tf.gather(inputs, row_ids)                                  # [N, dim]
     logits = tf.reduce_sum(w * x, axis=-1)
     if _low_precision(logits.dtype):
         logits = tf.cast(logits, tf.float32)
     if biases is not None:
-        logits += tf.cast(tf.gather(biases, ids), logits.dtype)
+        logits += tf.gather(tf.cast(tf.gather(biases, unique), logits.dtype), index)
     if log_q_flat is not None:
         logits -= tf.cast(log_q_flat, logits.dtype)
     return logits, row_ids, nrows
@@ -253,12 +260,14 @@ def _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes):
     with tf.control_dependencies(checks):
         # Padded slots may hold anything (often -1); look up row 0 there instead.
         safe = tf.where(mask, candidates, tf.zeros_like(candidates))
-    w = tf.cast(_gather_rows(shards, safe), inputs.dtype)          # [batch, n, dim]
+    # Distinct ids read once (padding shares row 0's entry): one gradient row per id.
+    unique, (index,) = _unique_rows.unique_index(safe)
+    w = tf.gather(tf.cast(_gather_rows(shards, unique), inputs.dtype), index)   # [batch, n, dim]
     logits = tf.einsum("bd,bnd->bn", inputs, w)
     if _low_precision(logits.dtype):
         logits = tf.cast(logits, tf.float32)
     if biases is not None:
-        logits += tf.cast(tf.gather(biases, safe), logits.dtype)
+        logits += tf.gather(tf.cast(tf.gather(biases, unique), logits.dtype), index)
     if log_q is not None:
         logits -= tf.cast(log_q, logits.dtype)
     return tf.where(mask, logits, tf.constant(-float("inf"), logits.dtype))

@@ -8,7 +8,9 @@ for that scheme, and computes sampled softmax, NCE and negative-sampling losses 
 The logits come from a batched gather of weight rows, `[batch, num_sampled, dim]`: the same
 O(batch * num_sampled * dim) flops as the shared scheme's `[batch, dim] x [dim, num_sampled]`
 matmul, but `batch` times more weight rows are read (and their gradient is as many rows),
-and a batched dot product instead of one matmul.
+and a batched dot product instead of one matmul. The distinct ids' rows are read once, so the
+weight gradient has one row per distinct id (which Keras' optimizers need; see
+`_unique_rows`).
 """
 
 import collections
@@ -17,6 +19,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from tf_sampling.losses import _unique_rows
 from tf_sampling.losses.candidate_softmax import (
     _check_biases, _gather_rows, _low_precision, _num_classes, _weight_shards)
 from tf_sampling.samplers.base import (
@@ -251,8 +254,13 @@ def per_example_logits(weights, biases, labels, inputs, sampled_values, num_true
         labels = _check_ids(labels, num_classes, "labels")
         sampled = _check_ids(sampled, num_classes, "sampled_values[0]")
 
-    true_w = tf.cast(_gather_rows(shards, labels), inputs.dtype)      # [batch, num_true, dim]
-    sampled_w = tf.cast(_gather_rows(shards, sampled), inputs.dtype)  # [batch, num_sampled, dim]
+    # The distinct ids' rows are read once and expanded: with `batch * num_sampled` draws
+    # many ids repeat, and a repeated row must be one row of the weight gradient (see
+    # `_unique_rows`) for Keras' optimizers to apply it as the dense gradient.
+    unique, (true_index, sampled_index) = _unique_rows.unique_index(labels, sampled)
+    unique_w = tf.cast(_gather_rows(shards, unique), inputs.dtype)    # [num_unique, dim]
+    true_w = tf.gather(unique_w, true_index)                          # [batch, num_true, dim]
+    sampled_w = tf.gather(unique_w, sampled_index)                    # [batch, num_sampled, dim]
     true_logits = tf.einsum("bd,btd->bt", inputs, true_w)
     sampled_logits = tf.einsum("bd,bsd->bs", inputs, sampled_w)
     if _low_precision(inputs.dtype):
@@ -260,8 +268,9 @@ def per_example_logits(weights, biases, labels, inputs, sampled_values, num_true
         sampled_logits = tf.cast(sampled_logits, tf.float32)
     dtype = true_logits.dtype
     if biases is not None:
-        true_logits += tf.cast(tf.gather(biases, labels), dtype)
-        sampled_logits += tf.cast(tf.gather(biases, sampled), dtype)
+        unique_b = tf.cast(tf.gather(biases, unique), dtype)
+        true_logits += tf.gather(unique_b, true_index)
+        sampled_logits += tf.gather(unique_b, sampled_index)
     if subtract_log_q:
         true_logits -= tf.math.log(tf.cast(true_ec, dtype))
         sampled_logits -= tf.math.log(tf.cast(sampled_ec, dtype))
