@@ -43,7 +43,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -64,6 +63,7 @@ import tensorflow as tf  # noqa: E402
 import _corpus  # noqa: E402
 import _heads  # noqa: E402
 import language_model  # noqa: E402
+from _machine import machine  # noqa: E402
 
 HEADS = ("full", "sampled", "nce", "hierarchical", "adaptive")
 
@@ -131,24 +131,6 @@ def data_paths(data_dir):
             return paths
     raise SystemExit(f"No wiki.{{train,valid,test}}.tokens under {data_dir} or "
                      f"{data_dir}/wikitext-2; pass --data-dir.")
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": usable,
-            "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__,
-            "gpus": len(tf.config.list_physical_devices("GPU"))}
 
 
 # ---------------------------------------------------------------------------- models

@@ -27,7 +27,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -41,10 +40,9 @@ except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, _ROOT)
     import tf_sampling as tfs  # noqa: E402
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import _embedding_eval  # noqa: E402
+import _machine  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -126,15 +124,9 @@ def evaluate(words, vectors, args):
 
 
 def machine():
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}, "
-            f"TF {tf.__version__}")
+    m = _machine.machine()
+    return (f"{m['cpu']}, {m['logical_cores']} logical cores, Python {m['python']}, "
+            f"TF {m['tensorflow']}")
 
 
 def mean_sd(values, digits=3):

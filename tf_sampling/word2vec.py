@@ -10,6 +10,7 @@ GPU, under `tf.distribute`) use the layers; examples/word2vec.py shows both.
 
 import collections
 import numbers
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -179,8 +180,6 @@ class Word2Vec(tf.Module):
             One dict per epoch: `words` kept after subsampling, `pairs`, mean pair `loss`,
             `raw_words` (in-vocabulary and not) and `seconds`.
         """
-        import time
-
         epochs = _positive_int(epochs, "epochs")
         chunk_words = _positive_int(chunk_words, "chunk_words")
         if encoded is None:
