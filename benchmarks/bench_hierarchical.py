@@ -43,54 +43,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import tf_sampling as tfs  # noqa: E402
 from tf_sampling import trees  # noqa: E402
 
-from bench_losses import _log_uniform_labels, _sgd_step  # same folder: shared harness
+import bench_losses  # same folder: the shared harness, Row and timing
+from bench_losses import Row, _log_uniform_labels, _sgd_step, _time_round_robin
 
 
 @dataclasses.dataclass
-class Row:
-    """Same fields as bench_losses.Row, so the sections can be folded there."""
-    vocab: int
-    method: str
-    ms: float
-    cpu_ms: float = float("nan")
-    raw: str = None      # the method this row is compared with
-    note: str = ""
-
-
-@dataclasses.dataclass
-class Config:
-    batch: int
-    dim: int
-    num_sampled: int
-    reps: int
-    full_reps: int
-    warmup: int
-    seed: int
+class Config(bench_losses.Config):
     top_k_reps: int = 5
-
-
-
-
-
-
-def _time_round_robin(steps, reps, warmup, rep_counts):
-    """Median (wall, CPU) seconds per step of each named step, timed in turns, so that
-    load from other processes on a shared machine hits all methods alike."""
-    for fn in steps.values():
-        for _ in range(warmup):
-            fn()[0].numpy()
-    wall = {name: [] for name in steps}
-    cpu = {name: [] for name in steps}
-    for r in range(reps):
-        for name, fn in steps.items():
-            if r >= rep_counts.get(name, reps):
-                continue
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()[0].numpy()
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
-    return {name: (statistics.median(wall[name]), statistics.median(cpu[name]))
-            for name in steps}
 
 
 def _log_uniform_counts(vocab, total=1e9):

@@ -94,7 +94,8 @@ def _sgd_step(loss_fn, variables, hidden, labels):
 
 
 def _time_round_robin(steps, reps, warmup, rep_counts):
-    """Median (wall, CPU) seconds per step of each named step, timed in turns."""
+    """Median (wall, CPU) seconds per step of each named step, timed in turns, so that
+    load from other processes on a shared machine hits all methods alike."""
     for fn in steps.values():
         for _ in range(warmup):
             fn()[0].numpy()

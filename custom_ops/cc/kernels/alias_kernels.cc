@@ -120,7 +120,24 @@ void ReadSampleArgs(OpKernelContext* ctx, bool mixture, SampleArgs* args) {
                   " and total ", total));
 }
 
+// Checks the weights' shape and allocates the table outputs (prob, alias) of a
+// build op; false if the context now holds an error.
+bool AllocateTable(OpKernelContext* ctx, const Tensor& w, Tensor** prob,
+                   Tensor** alias_t) {
+  if (!TensorShapeUtils::IsVector(w.shape())) {
+    ctx->CtxFailure(__FILE__, __LINE__,
+                    errors::InvalidArgument("`weights` must be a vector, got shape ",
+                                            w.shape().DebugString()));
+    return false;
+  }
+  absl::Status s = ctx->allocate_output(0, w.shape(), prob);
+  if (s.ok()) s = ctx->allocate_output(1, w.shape(), alias_t);
+  if (!s.ok()) ctx->CtxFailureWithWarning(__FILE__, __LINE__, s);
+  return s.ok();
+}
+
 #if !TF_SAMPLING_GPU_LIBRARY
+
 
 template <typename T>
 class AliasBuildOp : public OpKernel {
@@ -129,14 +146,10 @@ class AliasBuildOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& w = ctx->input(0);
-    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(w.shape()),
-                errors::InvalidArgument("`weights` must be a vector, got shape ",
-                                        w.shape().DebugString()));
-    const int64_t n = w.NumElements();
     Tensor* prob = nullptr;
     Tensor* alias_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, w.shape(), &prob));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &alias_t));
+    if (!AllocateTable(ctx, w, &prob, &alias_t)) return;
+    const int64_t n = w.NumElements();
     // One thread: the sweep is sequential and reads memory in order; at 1e6
     // classes it takes a few milliseconds.
     const alias::BuildStatus st =
@@ -283,14 +296,10 @@ class AliasBuildGpuOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& w = ctx->input(0);
-    OP_REQUIRES(ctx, TensorShapeUtils::IsVector(w.shape()),
-                errors::InvalidArgument("`weights` must be a vector, got shape ",
-                                        w.shape().DebugString()));
-    const int64_t n = w.NumElements();
     Tensor* prob = nullptr;
     Tensor* alias_t = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, w.shape(), &prob));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, w.shape(), &alias_t));
+    if (!AllocateTable(ctx, w, &prob, &alias_t)) return;
+    const int64_t n = w.NumElements();
     alias::BuildStatus st{alias::kBuildOk, -1, 0.0};
     if (n == 0) st.code = alias::kBuildEmpty;
     if (n > alias::kMaxClasses) st.code = alias::kBuildTooLarge;

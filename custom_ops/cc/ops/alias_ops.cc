@@ -12,65 +12,56 @@ using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
-// prob and alias: vectors of one length; num_samples: scalar; seed: [2].
-absl::Status CheckSampleInputs(InferenceContext* c, ShapeHandle* table) {
-  ShapeHandle prob, alias, unused;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &prob));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &alias));
-  TF_RETURN_IF_ERROR(c->Merge(prob, alias, table));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 0, &unused));
-  ShapeHandle seed;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &seed));
-  DimensionHandle two;
-  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(seed, 0), 2, &two));
-  return absl::OkStatus();
-}
-
-// The mixture ops: prob, alias, table_mass (scalar), extra_ids and extra_cum
-// (vectors of one length), num_samples, seed.
-absl::Status CheckMixtureInputs(InferenceContext* c) {
-  ShapeHandle prob, alias, table, unused, ids, cum, extra, seed;
+// Inputs 0 and 1 (prob, alias): vectors of one length; input `seed_input`: [2].
+absl::Status CheckTableAndSeed(InferenceContext* c, int seed_input) {
+  ShapeHandle prob, alias, table, seed;
   TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &prob));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &alias));
   TF_RETURN_IF_ERROR(c->Merge(prob, alias, &table));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(seed_input), 1, &seed));
+  DimensionHandle two;
+  return c->WithValue(c->Dim(seed, 0), 2, &two);
+}
+
+// prob, alias, num_samples (scalar), seed.
+absl::Status CheckSampleInputs(InferenceContext* c) {
+  ShapeHandle unused;
+  TF_RETURN_IF_ERROR(CheckTableAndSeed(c, 3));
+  return c->WithRank(c->input(2), 0, &unused);
+}
+
+// The mixture ops: prob, alias, table_mass (scalar), extra_ids and extra_cum
+// (vectors of one length), num_samples (scalar), seed.
+absl::Status CheckMixtureInputs(InferenceContext* c) {
+  ShapeHandle unused, ids, cum, extra;
+  TF_RETURN_IF_ERROR(CheckTableAndSeed(c, 6));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 0, &unused));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &ids));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 1, &cum));
   TF_RETURN_IF_ERROR(c->Merge(ids, cum, &extra));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(5), 0, &unused));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(6), 1, &seed));
-  DimensionHandle two;
-  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(seed, 0), 2, &two));
+  return c->WithRank(c->input(5), 0, &unused);
+}
+
+// Output 0 is a vector of the length given by scalar input `num_input`; the
+// unique ops also output a scalar (num_tries).
+absl::Status DrawsShape(InferenceContext* c, int num_input, bool unique) {
+  DimensionHandle num;
+  TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(num_input, &num));
+  c->set_output(0, c->Vector(num));
+  if (unique) c->set_output(1, c->Scalar());
   return absl::OkStatus();
 }
 
+template <bool kUnique>
+absl::Status SampleShape(InferenceContext* c) {
+  TF_RETURN_IF_ERROR(CheckSampleInputs(c));
+  return DrawsShape(c, 2, kUnique);
+}
+
+template <bool kUnique>
 absl::Status MixtureSampleShape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(CheckMixtureInputs(c));
-  DimensionHandle num;
-  TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(5, &num));
-  c->set_output(0, c->Vector(num));
-  return absl::OkStatus();
-}
-
-absl::Status MixtureSampleUniqueShape(InferenceContext* c) {
-  TF_RETURN_IF_ERROR(MixtureSampleShape(c));
-  c->set_output(1, c->Scalar());
-  return absl::OkStatus();
-}
-
-absl::Status SampleShape(InferenceContext* c) {
-  ShapeHandle table;
-  TF_RETURN_IF_ERROR(CheckSampleInputs(c, &table));
-  DimensionHandle num;
-  TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(2, &num));
-  c->set_output(0, c->Vector(num));
-  return absl::OkStatus();
-}
-
-absl::Status SampleUniqueShape(InferenceContext* c) {
-  TF_RETURN_IF_ERROR(SampleShape(c));
-  c->set_output(1, c->Scalar());
-  return absl::OkStatus();
+  return DrawsShape(c, 5, kUnique);
 }
 
 }  // namespace
@@ -102,7 +93,7 @@ REGISTER_OP("TfSampling>AliasSample")
     .Output("samples: int64")
     .Attr("Tnum: {int32, int64} = DT_INT32")
     .Attr("Tseed: {int32, int64} = DT_INT64")
-    .SetShapeFn(SampleShape)
+    .SetShapeFn(SampleShape<false>)
     .Doc(R"doc(
 Draws num_samples i.i.d. class ids from an alias table. Draw t uses the
 Philox-4x32-10 block (t / 2) keyed by `seed`, so the result depends only on the
@@ -118,7 +109,7 @@ REGISTER_OP("TfSampling>AliasSampleUnique")
     .Output("num_tries: int64")
     .Attr("Tnum: {int32, int64} = DT_INT32")
     .Attr("Tseed: {int32, int64} = DT_INT64")
-    .SetShapeFn(SampleUniqueShape)
+    .SetShapeFn(SampleShape<true>)
     .Doc(R"doc(
 The first num_samples distinct ids of the AliasSample stream for `seed`, and
 num_tries, the number of draws of that stream it took; the expected count of a
@@ -137,7 +128,7 @@ REGISTER_OP("TfSampling>AliasMixtureSample")
     .Output("samples: int64")
     .Attr("Tnum: {int32, int64} = DT_INT32")
     .Attr("Tseed: {int32, int64} = DT_INT64")
-    .SetShapeFn(MixtureSampleShape)
+    .SetShapeFn(MixtureSampleShape<false>)
     .Doc(R"doc(
 Draws from the mixture of an alias table of mass `table_mass` and a weighted
 list (`extra_ids`, with running weight sums `extra_cum`): a draw is from the
@@ -159,7 +150,7 @@ REGISTER_OP("TfSampling>AliasMixtureSampleUnique")
     .Output("num_tries: int64")
     .Attr("Tnum: {int32, int64} = DT_INT32")
     .Attr("Tseed: {int32, int64} = DT_INT64")
-    .SetShapeFn(MixtureSampleUniqueShape)
+    .SetShapeFn(MixtureSampleShape<true>)
     .Doc(R"doc(
 AliasSampleUnique for the AliasMixtureSample stream.
 )doc");
