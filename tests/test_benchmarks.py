@@ -1,0 +1,63 @@
+"""The benchmark scripts still run end to end (tiny sizes, a subprocess each).
+
+They are not timed here (speed goals live in the scripts' own output); this only catches a
+script broken by a change to the library or to a shared helper. The WikiText-2 scripts
+need ../shared data and are smoke-run only where it exists.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WIKITEXT = os.path.join(ROOT, "..", "shared", "data", "wikitext-2", "wiki.train.tokens")
+
+
+def run_script(name, *args, timeout=240):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_bench_samplers_smoke(tmp_path):
+    # V >= 8192: the unique and in-graph sections draw 8192 distinct ids.
+    out_json = tmp_path / "s.json"
+    out = run_script("bench_samplers.py", "--vocab", "10000", "--num-sampled", "300",
+                     "--min-time", "0.01", "--calls-in-graph", "3", "--labels", "16",
+                     "--dynamic-sampled", "64", "--json-out", str(out_json))
+    rows = json.loads(out_json.read_text())["rows"]
+    sections = {r["section"] for r in rows}
+    assert sections >= {"draws", "unique", "in-graph", "build", "dynamic"}, sections
+    assert all(r["ms"] > 0 for r in rows)
+    # Each TF sampler row is compared with the op row of its own kind (plain or unique).
+    methods = {(r["section"], r["method"]) for r in rows}
+    assert ("in-graph", "alias op, unique") in methods or "NOT loaded" in out
+    assert "Goals at V = 1e6" in out and "| section |" in out
+
+
+def test_bench_losses_smoke():
+    out = run_script("bench_losses.py", "--vocab", "3000", "--batch", "16", "--dim", "8",
+                     "--num-sampled", "32", "--reps", "2", "--full-reps", "1", "--warmup", "1")
+    assert "tf.nn.sampled_softmax_loss" in out and "3000" in out
+
+
+def test_bench_hierarchical_smoke():
+    out = run_script("bench_hierarchical.py", "--vocab", "3000", "--huffman-vocab", "3000",
+                     "--batch", "16", "--dim", "8", "--num-sampled", "32", "--reps", "2",
+                     "--full-reps", "1", "--top-k-reps", "1", "--warmup", "1")
+    assert "HierarchicalSoftmax" in out and "trees.huffman_tree" in out
+
+
+@pytest.mark.skipif(not os.path.exists(WIKITEXT), reason="needs ../shared WikiText-2")
+def test_lm_perplexity_smoke(tmp_path):
+    out_json = tmp_path / "lm.json"
+    run_script("lm_perplexity.py", "--max-train-tokens", "5000", "--max-eval-tokens", "2000",
+               "--heads", "full,sampled", "--json-out", str(out_json), timeout=400)
+    rows = json.loads(out_json.read_text())["rows"]
+    assert {r["head"] for r in rows} == {"full", "sampled"}
