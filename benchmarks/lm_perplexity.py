@@ -18,8 +18,9 @@ NCE, the tree's and the clusters' exact probabilities for hierarchical / adaptiv
 every token of wiki.valid and wiki.test, never the sampled training loss.
 
 The default trains one epoch over the first 300,000 training tokens (a subset, flagged in
-the table header): one full-softmax epoch over all 2.09M tokens takes over half an hour on
-two shared CPU cores. `--max-train-tokens 0` uses all of them. Valid and test are always
+the table header), 12 minutes for the five NPLM heads on two CPU cores. `--max-train-tokens 0`
+uses all 2.09M tokens: 40 minutes for the same run, 22 of them the full softmax's epoch
+(benchmarks/results/lm_perplexity_whole.txt). Valid and test are always
 scored in full (unless `--max-eval-tokens`, for smoke runs).
 
 Time per epoch is training only (no evaluation runs during training): the steady-state
