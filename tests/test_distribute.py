@@ -189,21 +189,11 @@ def test_dynamic_alias_sampler_under_strategies(runs):
     np.testing.assert_array_equal(single["class_weights"], EXPECTED_COUNTS.astype(np.float64))
     # Both ways of taking in increments were used: a rebuild, then pending increments.
     assert single["num_rebuilds"] >= 1 and single["pending_size"] > 0, single
-    for result, prefix in runs_[1:]:
-        # Every replica applied the all-gathered labels (in replica order, which is the
-        # order of the global batch) to its copy: the whole sampler state (weights,
-        # table, pending increments) is that of the single device, bit for bit.
-        state = _state(result, prefix, "dynamic_alias_sampler")
-        assert state.keys() == single.keys()
-        for name, value in state.items():
-            np.testing.assert_array_equal(value, single[name], err_msg=f"{prefix}: {name}")
-        # Same state, same seeds: the same draws, so losses and weights as single device.
-        _assert_matches_single_device(result, prefix, local, ref="single_dynamic")
-    for key in [k for k in local if k.startswith("mirrored_dynamic/copies/")]:
-        for copy in local[key][1:]:
-            np.testing.assert_array_equal(copy, local[key][0], err_msg=key)
-    for key in [k for k in w0 if k.startswith("mwms_dynamic/var/")]:
-        np.testing.assert_array_equal(w0[key], w1[key], err_msg=key)
+    # Every replica applied the all-gathered labels (in replica order, which is the
+    # order of the global batch) to its copy: the whole sampler state (weights, table,
+    # pending increments) is that of the single device, bit for bit; same state, same
+    # seeds: the same draws, so losses and weights as on the single device.
+    _assert_replicated_state(runs_, single, "dynamic_alias_sampler", "dynamic", local, w0, w1)
 
 
 def test_frequency_estimator_under_strategies(runs):
@@ -222,18 +212,30 @@ def test_frequency_estimator_under_strategies(runs):
     assert int(single["step"]) == EPOCHS * N // BATCH  # one step per global batch
     assert int(single["num_seen"]) == EPOCHS * N
     assert np.count_nonzero(single["gap"]) > 10
+    assert single.keys() == {"last_step", "gap", "step", "num_seen"}
+    # The estimates feed the log Q correction of each replica's in-batch loss; the single
+    # device computes the same per-half losses (see _distribute_worker.py).
+    _assert_replicated_state(runs_, single, "estimator", "retrieval", local, w0, w1)
+
+
+def _assert_replicated_state(runs_, single, state_name, case, local, w0, w1):
+    """Each distributed run's state `state_name` equals the single device's, its losses
+    and weights match the single device's, the Mirrored copies agree with each other and
+    the two MultiWorker workers hold the same variables."""
     for result, prefix in runs_[1:]:
-        state = _state(result, prefix, "estimator")
-        assert state.keys() == single.keys() == {"last_step", "gap", "step", "num_seen"}
+        state = _state(result, prefix, state_name)
+        assert state.keys() == single.keys()
         for name, value in state.items():
             np.testing.assert_array_equal(value, single[name], err_msg=f"{prefix}: {name}")
-        # The estimates feed the log Q correction of each replica's in-batch loss; the
-        # single device computes the same per-half losses (see _distribute_worker.py).
-        _assert_matches_single_device(result, prefix, local, ref="single_retrieval")
-    for key in [k for k in local if k.startswith("mirrored_retrieval/copies/")]:
+        _assert_matches_single_device(result, prefix, local, ref=f"single_{case}")
+    copies = [k for k in local if k.startswith(f"mirrored_{case}/copies/")]
+    assert copies
+    for key in copies:
         for copy in local[key][1:]:
             np.testing.assert_array_equal(copy, local[key][0], err_msg=key)
-    for key in [k for k in w0 if k.startswith("mwms_retrieval/var/")]:
+    worker_vars = [k for k in w0 if k.startswith(f"mwms_{case}/var/")]
+    assert worker_vars
+    for key in worker_vars:
         np.testing.assert_array_equal(w0[key], w1[key], err_msg=key)
 
 
