@@ -102,6 +102,32 @@ def test_full_softmax_loss_with_several_true_classes_and_sequences():
                                want.reshape(4, 4), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cls", HEADS)
+def test_sequence_inputs_train_like_their_flattened_tokens(cls):
+    """[batch, time, dim] inputs (an LSTM's output): the training loss and every gradient
+    equal those of the same tokens flattened to [batch * time, dim], same draws."""
+    h, y = _inputs(seed=3)
+
+    def loss_and_grads(hh, yy):
+        head = _built(cls, sampler=tfs.samplers.UniformSampler(V, seed=11))
+        if head.bias is not None:  # _built leaves it random
+            head.bias.assign(np.linspace(-1.0, 1.0, V).astype(np.float32))
+        hh = tf.constant(hh)
+        with tf.GradientTape() as tape:
+            tape.watch(hh)
+            loss = tf.reduce_mean(head([hh, yy], training=True))
+        grads = tape.gradient(loss, [hh] + head.trainable_variables)
+        return loss.numpy(), [tf.convert_to_tensor(g).numpy() for g in grads]
+
+    seq_loss, seq_grads = loss_and_grads(h.reshape(4, 4, D), y.reshape(4, 4))
+    flat_loss, flat_grads = loss_and_grads(h, y)
+    np.testing.assert_allclose(seq_loss, flat_loss, rtol=1e-6)
+    np.testing.assert_allclose(seq_grads[0].reshape(B, D), flat_grads[0], rtol=1e-5, atol=1e-7)
+    for a, b in zip(seq_grads[1:], flat_grads[1:]):
+        assert np.abs(b).max() > 0
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
 def test_learned_unigram_sampler_updates_on_training_calls_only():
     sampler = tfs.samplers.LearnedUnigramSampler(V, seed=1)
     head = tfs.layers.SampledSoftmax(V, S, sampler=sampler)
