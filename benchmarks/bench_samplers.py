@@ -107,11 +107,28 @@ def skipped(name):
     return name in ARGS.skip.split(",")
 
 
+def tf_samplers(v, n, unique, unigrams):
+    """TF's fixed- and learned-unigram samplers drawing n ids over v classes, as
+    {row name: function returning the ids} (the ones not `--skip`ped)."""
+    true = tf.zeros([1, 1], tf.int64)
+    suffix = ", unique" if unique else ""
+    cases = {}
+    if not skipped("fixed"):
+        cases["tf fixed_unigram" + suffix] = lambda: tf.random.fixed_unigram_candidate_sampler(
+            true, 1, n, unique=unique, range_max=v, unigrams=unigrams, seed=3)[0]
+    if not skipped("learned"):
+        cases["tf learned_unigram" + suffix] = \
+            lambda: tf.random.learned_unigram_candidate_sampler(
+                true, 1, n, unique=unique, range_max=v, seed=3)[0]
+    return cases
+
+
 def draws(v):
+    """The draws and unique sections for v classes; returns the table and unigrams for
+    the in-graph section."""
     w = zipf(v)
     table = tfs.ops.alias_build(w.astype(np.float32))
     unigrams = w.tolist()
-    true = tf.zeros([1, 1], tf.int64)
     seed = tf.constant([1, 2], tf.int64)
     for n in ARGS.num_sampled:
         cases = {}
@@ -121,14 +138,8 @@ def draws(v):
         if not skipped("fallback"):
             cases["alias pure-TF fallback"] = tf.function(
                 lambda: tfs.ops.alias_sample(*table, n, seed, use_custom_op=False))
-        if not skipped("fixed"):
-            cases["tf fixed_unigram"] = tf.function(
-                lambda: tf.random.fixed_unigram_candidate_sampler(
-                    true, 1, n, unique=False, range_max=v, unigrams=unigrams, seed=3)[0])
-        if not skipped("learned"):
-            cases["tf learned_unigram"] = tf.function(
-                lambda: tf.random.learned_unigram_candidate_sampler(
-                    true, 1, n, unique=False, range_max=v, seed=3)[0])
+        cases.update({name: tf.function(fn)
+                      for name, fn in tf_samplers(v, n, False, unigrams).items()})
         for name, fn in cases.items():
             add("draws", v, n, name, timed(fn, ARGS.min_time))
         if not skipped("numpy"):
@@ -142,19 +153,14 @@ def draws(v):
     if tfs.ops.custom_ops_available():
         cases["alias op, unique"] = tf.function(
             lambda: tfs.ops.alias_sample(*table, n, seed, unique=True, use_custom_op=True)[0])
-    if not skipped("fixed"):
-        cases["tf fixed_unigram, unique"] = tf.function(
-            lambda: tf.random.fixed_unigram_candidate_sampler(
-                true, 1, n, unique=True, range_max=v, unigrams=unigrams, seed=3)[0])
-    if not skipped("learned"):
-        cases["tf learned_unigram, unique"] = tf.function(
-            lambda: tf.random.learned_unigram_candidate_sampler(
-                true, 1, n, unique=True, range_max=v, seed=3)[0])
+    cases.update({name: tf.function(fn)
+                  for name, fn in tf_samplers(v, n, True, unigrams).items()})
     for name, fn in cases.items():
         add("unique", v, n, name, timed(fn, ARGS.min_time))
+    return table, unigrams
 
 
-def in_graph(v):
+def in_graph(v, table, unigrams):
     """Per-call cost of 8192 draws as one op inside a bigger graph, as in a training step.
 
     One `tf.function` runs `--calls-in-graph` calls in a `tf.while_loop` (each with its own
@@ -163,10 +169,6 @@ def in_graph(v):
     the sampler's own cost. The empty loop's cost per iteration is timed as its own row.
     """
     k, n = ARGS.calls_in_graph, 8192
-    w = zipf(v)
-    table = tfs.ops.alias_build(w.astype(np.float32))
-    unigrams = w.tolist()
-    true = tf.zeros([1, 1], tf.int64)
 
     def loop(draw):
         def body(i, acc):
@@ -180,17 +182,9 @@ def in_graph(v):
         cases["alias op"] = lambda i: tfs.ops.alias_sample(*table, n, seed(i), use_custom_op=True)
         cases["alias op, unique"] = lambda i: tfs.ops.alias_sample(
             *table, n, seed(i), unique=True, use_custom_op=True)[0]
-    if not skipped("fixed"):
-        cases["tf fixed_unigram"] = lambda i: tf.random.fixed_unigram_candidate_sampler(
-            true, 1, n, unique=False, range_max=v, unigrams=unigrams, seed=3)[0]
-        cases["tf fixed_unigram, unique"] = lambda i: tf.random.fixed_unigram_candidate_sampler(
-            true, 1, n, unique=True, range_max=v, unigrams=unigrams, seed=3)[0]
-    if not skipped("learned"):
-        cases["tf learned_unigram"] = lambda i: tf.random.learned_unigram_candidate_sampler(
-            true, 1, n, unique=False, range_max=v, seed=3)[0]
-        cases["tf learned_unigram, unique"] = lambda i: \
-            tf.random.learned_unigram_candidate_sampler(true, 1, n, unique=True, range_max=v,
-                                                        seed=3)[0]
+    for unique in (False, True):  # TF's samplers are stateful: no seed per call needed
+        cases.update({name: lambda i, fn=fn: fn()
+                      for name, fn in tf_samplers(v, n, unique, unigrams).items()})
     for name, draw in cases.items():
         add("in-graph", v, 0 if name.startswith("empty") else n, name,
             timed(loop(draw), ARGS.min_time) / k, note=f"{k} calls per tf.function")
@@ -277,28 +271,26 @@ def print_goals(floor_ms):
         if not (op and ms):
             return
         r = ms / op
-        # Both calls include the empty-call floor, which bounds the ratio: an op of zero
-        # cost would be ms / floor faster. Net of the floor is the ratio of the work.
-        net = (ms - floor_ms) / (op - floor_ms) if op > floor_ms else float("inf")
-        print(f"  op vs {other}, {n:,} draws: {r:.1f}x faster per call "
-              f"({'met' if r >= 5 else 'MISSED'}: goal >= 5x); bound from the "
-              f"{floor_ms:.3f} ms floor: {ms / floor_ms:.1f}x; net of the floor: {net:.1f}x")
+        where = (f"in a graph ({ARGS.calls_in_graph} calls per tf.function), "
+                 if section == "in-graph" else "")
+        line = (f"  {where}{op_name} vs {other}, {n:,} draws: {r:.1f}x faster per call "
+                f"({'met' if r >= 5 else 'MISSED'}: goal >= 5x)")
+        if section != "in-graph":
+            # Both calls include the empty-call floor, which bounds the ratio: an op of
+            # zero cost would be ms / floor faster. Net of the floor is the work's ratio.
+            net = (ms - floor_ms) / (op - floor_ms) if op > floor_ms else float("inf")
+            line += (f"; bound from the {floor_ms:.3f} ms floor: {ms / floor_ms:.1f}x; "
+                     f"net of the floor: {net:.1f}x")
+        print(line)
 
     for n in ARGS.num_sampled:
         for other in ("tf fixed_unigram", "tf learned_unigram"):
             per_call("draws", n, "alias op", other)
     for other in ("tf fixed_unigram, unique", "tf learned_unigram, unique"):
         per_call("unique", 8192, "alias op, unique", other)
-    for op_name, others in (("alias op", ("tf fixed_unigram", "tf learned_unigram")),
-                            ("alias op, unique", ("tf fixed_unigram, unique",
-                                                  "tf learned_unigram, unique"))):
-        for other in others:
-            op, ms = by.get(("in-graph", v, 8192, op_name)), by.get(("in-graph", v, 8192, other))
-            if op and ms:
-                r = ms / op
-                print(f"  in a graph ({ARGS.calls_in_graph} calls per tf.function), {op_name} "
-                      f"vs {other}, 8,192 draws: {r:.1f}x faster per call "
-                      f"({'met' if r >= 5 else 'MISSED'}: goal >= 5x)")
+    for suffix in ("", ", unique"):
+        for other in ("tf fixed_unigram", "tf learned_unigram"):
+            per_call("in-graph", 8192, "alias op" + suffix, other + suffix)
     op = by.get(("draws", v, 1_000_000, "alias op"))
     if op:
         rate = 1e6 / op / 1e3
@@ -351,10 +343,9 @@ def plot(path):
 def main():
     print(f"custom ops available: {tfs.ops.custom_ops_available()}", flush=True)
     for v in ARGS.vocab:
-        draws(v)
-    if ARGS.calls_in_graph:
-        for v in ARGS.vocab:
-            in_graph(v)
+        table, unigrams = draws(v)
+        if ARGS.calls_in_graph:
+            in_graph(v, table, unigrams)
     for v in ARGS.vocab:
         build(v)
     for v in ARGS.vocab:

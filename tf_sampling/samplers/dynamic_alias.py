@@ -216,8 +216,9 @@ class DynamicAliasSampler(CandidateSampler):
         self._local(self.pending_size).assign(0)
         self._local(self.num_rebuilds).assign_add(1)
 
-    # Sparse reads (gathers) only: once a variable has had a scatter update, TF copies
-    # all of it on every dense read (copy-on-read mode), 8 MB per read at 1e6 classes.
+    # class_weights is read sparsely (gathers) only: once a variable has had a scatter
+    # update, TF copies all of it on every dense read (copy-on-read mode), 8 MB per read
+    # at 1e6 classes. The pending lists are short enough to read densely (_mixture).
     def _pending_mass(self, size):
         last = self._local(self.pending_cum).sparse_read(tf.maximum(size - 1, 0))
         return tf.where(size > 0, last, tf.constant(0.0, tf.float64))

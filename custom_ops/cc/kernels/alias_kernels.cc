@@ -138,7 +138,6 @@ bool AllocateTable(OpKernelContext* ctx, const Tensor& w, Tensor** prob,
 
 #if !TF_SAMPLING_GPU_LIBRARY
 
-
 template <typename T>
 class AliasBuildOp : public OpKernel {
  public:
