@@ -113,6 +113,8 @@ def parse_args(argv=None):
     p.add_argument("--json-out", help="write every row and the run's settings here")
     p.add_argument("--plot", help="PNG of test perplexity against training time per head "
                                   "(needs matplotlib: pip install .[bench])")
+    p.add_argument("--eval-each-epoch", action="store_true",
+                   help="also score valid ppl after every epoch (not counted as training time)")
     p.add_argument("--verbose", type=int, default=0, help="Keras fit verbosity")
     args = p.parse_args(argv)
     args.heads = [h.strip() for h in args.heads.split(",") if h.strip()]
@@ -281,6 +283,22 @@ class Clock(keras.callbacks.Callback):
         self.end = time.perf_counter()
 
 
+class EpochEval(keras.callbacks.Callback):
+    """Exact valid perplexity after every epoch; `seconds` is its time, which the caller
+    takes out of the training time."""
+
+    def __init__(self, evaluate, stream):
+        super().__init__()
+        self.evaluate, self.stream = evaluate, stream
+        self.valid_ppl, self.seconds = [], 0.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        t = time.perf_counter()
+        self.valid_ppl.append(self.evaluate(self.stream)[0])
+        self.seconds += time.perf_counter() - t
+        print(f"    after epoch {epoch + 1}: valid ppl {self.valid_ppl[-1]:.2f}", flush=True)
+
+
 def train_dataset(args, arch, stream, kind):
     ns = argparse.Namespace(arch=arch, context=args.context, batch_size=args.batch_size,
                             seq_len=args.seq_len, seed=args.seed)
@@ -304,18 +322,23 @@ def run_head(args, arch, kind, data):
         model.compile(optimizer=keras.optimizers.Adam(args.lr), steps_per_execution=per_exec,
                       jit_compile=jit)
     xla = bool(model.jit_compile)
+    evaluate = make_evaluator(args, arch, body, head, jit and bool(
+        getattr(head, "supports_jit", False)))
     clock = Clock(sampled=kind in ("sampled", "nce"))
+    callbacks = [clock]
+    if args.eval_each_epoch:
+        epoch_eval = EpochEval(evaluate, data.valid)
+        callbacks.append(epoch_eval)
     t0 = time.perf_counter()
-    model.fit(ds, epochs=args.epochs, steps_per_epoch=spe, callbacks=[clock],
+    model.fit(ds, epochs=args.epochs, steps_per_epoch=spe, callbacks=callbacks,
               verbose=args.verbose, shuffle=False)
-    fit_seconds = clock.end - t0
+    paused = epoch_eval.seconds if args.eval_each_epoch else 0.0
+    fit_seconds = clock.end - t0 - paused
     timed_steps = spe * args.epochs - clock.first_steps
-    steady = clock.end - clock.start
+    steady = clock.end - clock.start - paused
     step_seconds = steady / timed_steps if timed_steps > 0 else fit_seconds / (spe * args.epochs)
     tokens_per_step = args.batch_size * (args.seq_len if arch == "lstm" else 1)
 
-    evaluate = make_evaluator(args, arch, body, head, jit and bool(
-        getattr(head, "supports_jit", False)))
     t = time.perf_counter()
     valid_ppl, valid_n = evaluate(data.valid)
     test_ppl, test_n = evaluate(data.test)
@@ -327,7 +350,8 @@ def run_head(args, arch, kind, data):
             "fit_epoch_seconds": clock.epoch_seconds, "eval_seconds": eval_seconds,
             "steps_per_epoch": spe, "tokens_per_sec": tokens_per_step / step_seconds,
             "xla": xla, "params": int(model.count_params()),
-            "max_abs_prob_sum_minus_1": mass_err, "max_abs_nll_vs_log_prob": nll_err}
+            "max_abs_prob_sum_minus_1": mass_err, "max_abs_nll_vs_log_prob": nll_err,
+            "valid_ppl_by_epoch": epoch_eval.valid_ppl if args.eval_each_epoch else None}
 
 
 # ---------------------------------------------------------------------------- report
@@ -484,6 +508,10 @@ def main(argv=None):
     print()
     print(table(rows, args, V))
     print()
+    for r in rows:
+        if r.get("valid_ppl_by_epoch"):
+            print(f"valid ppl after each epoch, {r['arch']} / {r['head']}: "
+                  + ", ".join(f"{p:.1f}" for p in r["valid_ppl_by_epoch"]))
     for line in goal_lines(rows):
         print(line)
     print(f"machine: {info['cpu']}, {info['usable_cores']} cores, TF {info['tensorflow']}; "

@@ -61,3 +61,36 @@ def test_lm_perplexity_smoke(tmp_path):
                "--heads", "full,sampled", "--json-out", str(out_json), timeout=400)
     rows = json.loads(out_json.read_text())["rows"]
     assert {r["head"] for r in rows} == {"full", "sampled"}
+
+
+def write_tiny_wikitext(directory, seed=0):
+    """wiki.{train,valid,test}.tokens of Zipf-distributed words, in WikiText's line format."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = np.array([f"w{i}" for i in range(300)])
+    p = 1.0 / np.arange(1, 301)
+    for split, lines in (("train", 400), ("valid", 60), ("test", 60)):
+        text = "\n".join(" ".join(rng.choice(words, size=12, p=p / p.sum()))
+                         for _ in range(lines))
+        (directory / f"wiki.{split}.tokens").write_text(text + "\n")
+
+
+def test_lm_perplexity_runs_on_a_tiny_corpus_with_per_epoch_scores(tmp_path):
+    # Runs everywhere (no ../shared): both architectures, two epochs, per-epoch valid ppl.
+    write_tiny_wikitext(tmp_path)
+    out_json = tmp_path / "lm.json"
+    out = run_script("lm_perplexity.py", "--data-dir", str(tmp_path), "--arch", "both",
+                     "--heads", "full,sampled", "--num-sampled", "64", "--epochs", "2",
+                     "--eval-each-epoch", "--hidden", "16", "--emb", "8",
+                     "--json-out", str(out_json), timeout=400)
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [(r["arch"], r["head"]) for r in rows] == [
+        ("nplm", "full"), ("nplm", "sampled"), ("lstm", "full"), ("lstm", "sampled")]
+    for r in rows:
+        assert len(r["valid_ppl_by_epoch"]) == 2
+        # The last per-epoch score is the final model's, scored by the same evaluator.
+        assert abs(r["valid_ppl_by_epoch"][-1] - r["valid_ppl"]) <= 1e-6 * r["valid_ppl"]
+        # A vocabulary of ~300 words: any trained model is far below a uniform guess.
+        assert r["valid_ppl"] < 300
+    assert "valid ppl after each epoch, lstm / sampled" in out and "goal (#6), lstm" in out

@@ -128,6 +128,33 @@ def test_sequence_inputs_train_like_their_flattened_tokens(cls):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_sampling_every_class_trains_exactly_like_the_full_softmax():
+    """Unique uniform draws of all V classes: the log-Q correction is the same constant for
+    every class and the true class's own draw is removed as an accidental hit, so the
+    sampled loss and every gradient are the full softmax's (the limit that more samples
+    approach)."""
+    v = 60
+    rng = np.random.default_rng(5)
+    h = tf.constant(rng.normal(size=(B, D)).astype(np.float32))
+    y = rng.integers(0, v, size=(B,)).astype(np.int32)
+    head = tfs.layers.SampledSoftmax(v, v, sampler=tfs.samplers.UniformSampler(v, seed=2),
+                                     unique=True, bias_initializer="random_normal")
+    head.build((None, D))
+    head.kernel.assign(rng.normal(size=(v, D)).astype(np.float32) * 0.5)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(h)
+        sampled = tf.reduce_mean(head([h, y], training=True))
+        logits = tf.matmul(h, head.kernel, transpose_b=True) + head.bias
+        full = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+    np.testing.assert_allclose(sampled.numpy(), full.numpy(), rtol=1e-5)
+    want_np = -np.mean(_np_log_softmax(logits.numpy().astype(np.float64))[np.arange(B), y])
+    np.testing.assert_allclose(sampled.numpy(), want_np, rtol=1e-5)
+    for a, b in zip(tape.gradient(sampled, [h, head.kernel, head.bias]),
+                    tape.gradient(full, [h, head.kernel, head.bias])):
+        np.testing.assert_allclose(tf.convert_to_tensor(a).numpy(),
+                                   tf.convert_to_tensor(b).numpy(), rtol=1e-4, atol=1e-6)
+
+
 def test_learned_unigram_sampler_updates_on_training_calls_only():
     sampler = tfs.samplers.LearnedUnigramSampler(V, seed=1)
     head = tfs.layers.SampledSoftmax(V, S, sampler=sampler)
