@@ -31,6 +31,12 @@ Timing: median wall time of calls after 2 warm-up calls, repeated for at least
 `--min-time` seconds (and 3 calls). `--threads 1` (default) pins TF to one intra-op and
 one inter-op thread, so the figures are per core; `--threads 0` lets TF use all cores.
 
+Memory: TF's default CPU allocator gives a large output (8 MB for 1e6 int64 ids) back to
+the OS when it is freed, so every call page-faults its output anew. The draws rows note the
+minor page faults per call (`resource.getrusage`). Every method pays them for its own output.
+`--cpu-allocator bfc` sets `TF_CPU_ALLOCATOR_USE_BFC=true`, TF's caching allocator (a TF
+setting any user can make), so that the rows time the samplers themselves.
+
 Usage:
     python benchmarks/bench_samplers.py                          # full run
     python benchmarks/bench_samplers.py --vocab 1e5,1e6 --num-sampled 8192 --min-time 0.2
@@ -42,6 +48,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
+import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -63,6 +70,8 @@ def parse_args():
     p.add_argument("--dynamic-sampled", type=int, default=8192)
     p.add_argument("--calls-in-graph", type=int, default=100,
                    help="calls per tf.function in the in-graph section (0: skip it)")
+    p.add_argument("--cpu-allocator", choices=("default", "bfc"), default="default",
+                   help="bfc: TF_CPU_ALLOCATOR_USE_BFC=true (outputs reuse their memory)")
     p.add_argument("--skip", default="", help="comma-separated methods to skip, e.g. numpy")
     p.add_argument("--json-out", help="also write the rows as JSON here")
     p.add_argument("--plot", help="also plot Msamples/s against V (PNG; needs matplotlib, "
@@ -71,6 +80,8 @@ def parse_args():
 
 
 ARGS = parse_args()
+if ARGS.cpu_allocator == "bfc":  # read when TF creates its CPU device: before any op
+    os.environ["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
 if ARGS.threads:
     tf.config.threading.set_intra_op_parallelism_threads(ARGS.threads)
     tf.config.threading.set_inter_op_parallelism_threads(ARGS.threads)
@@ -80,17 +91,28 @@ import tf_sampling as tfs  # noqa: E402
 ROWS = []  # (section, V, num_sampled, method, ms, note)
 
 
+def minor_faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def timed(fn, min_time):
-    """Median seconds per call of fn() (which must finish its work before returning)."""
+    """Median seconds per call of fn() (which must finish its work before returning).
+    Also sets LAST_FAULTS, the minor page faults per timed call (the allocator's share)."""
+    global LAST_FAULTS
     for _ in range(2):
         fn()
     times = []
+    faults = minor_faults()
     start = time.perf_counter()
     while len(times) < 3 or time.perf_counter() - start < min_time:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    LAST_FAULTS = (minor_faults() - faults) / len(times)
     return statistics.median(times)
+
+
+LAST_FAULTS = 0.0
 
 
 def add(section, v, n, method, seconds, note=""):
@@ -141,7 +163,8 @@ def draws(v):
         cases.update({name: tf.function(fn)
                       for name, fn in tf_samplers(v, n, False, unigrams).items()})
         for name, fn in cases.items():
-            add("draws", v, n, name, timed(fn, ARGS.min_time))
+            seconds = timed(fn, ARGS.min_time)
+            add("draws", v, n, name, seconds, f"{LAST_FAULTS:,.0f} page faults / call")
         if not skipped("numpy"):
             rng = np.random.default_rng(0)
             p = w / w.sum()
@@ -240,7 +263,8 @@ def print_table():
             ref[(section, v, n, "unique" in method)] = ms
     print()
     print(f"## Samplers benchmark: TF {tf.__version__}, {platform.processor() or platform.machine()}"
-          f", {os.cpu_count()} cores, TF threads: {ARGS.threads or 'all'}; custom ops "
+          f", {os.cpu_count()} cores, TF threads: {ARGS.threads or 'all'}, CPU allocator: "
+          f"{ARGS.cpu_allocator}; custom ops "
           f"{'loaded' if tfs.ops.custom_ops_available() else 'NOT loaded'}")
     print()
     print("| section | V | num_sampled | method | ms / call | Msamples/s | vs op | note |")
@@ -294,7 +318,9 @@ def print_goals(floor_ms):
     op = by.get(("draws", v, 1_000_000, "alias op"))
     if op:
         rate = 1e6 / op / 1e3
-        note = "" if ARGS.threads == 1 else " (not single-threaded: run with --threads 1)"
+        note = f"; CPU allocator: {ARGS.cpu_allocator}"
+        if ARGS.threads != 1:
+            note += " (not single-threaded: run with --threads 1)"
         print(f"  op throughput at 1e6 draws per call: {rate:.0f} Msamples/s "
               f"({'met' if rate >= 100 else 'MISSED'}: goal >= 100 on one thread){note}")
     b = by.get(("build", v, 0, "alias op"))
@@ -309,7 +335,8 @@ def write_json(path, floor_ms):
     keys = ("section", "vocab", "num_sampled", "method", "ms", "note")
     with open(path, "w") as f:
         json.dump({"tf": tf.__version__, "machine": platform.processor() or platform.machine(),
-                   "threads": ARGS.threads, "floor_ms": floor_ms,
+                   "threads": ARGS.threads, "cpu_allocator": ARGS.cpu_allocator,
+                   "floor_ms": floor_ms,
                    "rows": [dict(zip(keys, r)) for r in ROWS]}, f, indent=1)
 
 

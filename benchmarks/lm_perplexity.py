@@ -416,18 +416,26 @@ def plot(rows, path, title):
     fig, ax = plt.subplots(figsize=(7.5, 5))
     markers = {"nplm": "o", "lstm": "s"}
     colors = dict(zip(HEADS, ("black", "tab:orange", "tab:green", "tab:red", "tab:purple")))
+    curves = False
     for r in rows:
         x = r["epoch_seconds"] * r["epochs"]
         ax.scatter(x, r["test_ppl"], marker=markers[r["arch"]], s=60,
                    color=colors[r["head"]])
         ax.annotate(f"{r['arch']} {r['head']}", (x, r["test_ppl"]),
                     textcoords="offset points", xytext=(6, 4), fontsize=9)
+        by_epoch = r.get("valid_ppl_by_epoch") or []
+        if len(by_epoch) > 1:  # --eval-each-epoch: valid ppl after each epoch, dashed
+            curves = True
+            ax.plot([r["epoch_seconds"] * (k + 1) for k in range(len(by_epoch))], by_epoch,
+                    linestyle="--", marker=markers[r["arch"]], markerfacecolor="none",
+                    color=colors[r["head"]], alpha=0.7)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training wall-clock time, s (steady state, all epochs)")
-    ax.set_ylabel("exact test perplexity")
+    ax.set_ylabel("exact test perplexity" + (
+        " (filled); valid after each epoch (dashed)" if curves else ""))
     ax.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

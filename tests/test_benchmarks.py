@@ -30,8 +30,11 @@ def test_bench_samplers_smoke(tmp_path):
     out_json = tmp_path / "s.json"
     out = run_script("bench_samplers.py", "--vocab", "10000", "--num-sampled", "300",
                      "--min-time", "0.01", "--calls-in-graph", "3", "--labels", "16",
-                     "--dynamic-sampled", "64", "--json-out", str(out_json))
-    rows = json.loads(out_json.read_text())["rows"]
+                     "--dynamic-sampled", "64", "--cpu-allocator", "bfc",
+                     "--json-out", str(out_json))
+    result = json.loads(out_json.read_text())
+    assert result["cpu_allocator"] == "bfc" and "CPU allocator: bfc" in out
+    rows = result["rows"]
     sections = {r["section"] for r in rows}
     assert sections >= {"draws", "unique", "in-graph", "build", "dynamic"}, sections
     assert all(r["ms"] > 0 for r in rows)
@@ -94,3 +97,18 @@ def test_lm_perplexity_runs_on_a_tiny_corpus_with_per_epoch_scores(tmp_path):
         # A vocabulary of ~300 words: any trained model is far below a uniform guess.
         assert r["valid_ppl"] < 300
     assert "valid ppl after each epoch, lstm / sampled" in out and "goal (#6), lstm" in out
+
+
+def test_lm_perplexity_plot_draws_per_epoch_curves(tmp_path):
+    pytest.importorskip("matplotlib")  # the `bench` extra
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import lm_perplexity
+    finally:
+        sys.path.pop(0)
+    rows = [{"arch": "lstm", "head": head, "epochs": 3, "epoch_seconds": sec,
+             "test_ppl": ppl, "valid_ppl_by_epoch": [ppl * 1.6, ppl * 1.2, ppl * 1.07]}
+            for head, sec, ppl in (("full", 1000.0, 210.0), ("sampled", 130.0, 215.0))]
+    path = tmp_path / "lm.png"
+    lm_perplexity.plot(rows, str(path), "title")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
