@@ -95,10 +95,9 @@ def minor_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def timed(fn, min_time):
-    """Median seconds per call of fn() (which must finish its work before returning).
-    Also sets LAST_FAULTS, the minor page faults per timed call (the allocator's share)."""
-    global LAST_FAULTS
+def timed_with_faults(fn, min_time):
+    """(median seconds per call of fn(), minor page faults per timed call). fn must finish
+    its work before returning; the faults are the allocator's share of the call."""
     for _ in range(2):
         fn()
     times = []
@@ -108,11 +107,12 @@ def timed(fn, min_time):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    LAST_FAULTS = (minor_faults() - faults) / len(times)
-    return statistics.median(times)
+    return statistics.median(times), (minor_faults() - faults) / len(times)
 
 
-LAST_FAULTS = 0.0
+def timed(fn, min_time):
+    """Median seconds per call of fn()."""
+    return timed_with_faults(fn, min_time)[0]
 
 
 def add(section, v, n, method, seconds, note=""):
@@ -163,8 +163,8 @@ def draws(v):
         cases.update({name: tf.function(fn)
                       for name, fn in tf_samplers(v, n, False, unigrams).items()})
         for name, fn in cases.items():
-            seconds = timed(fn, ARGS.min_time)
-            add("draws", v, n, name, seconds, f"{LAST_FAULTS:,.0f} page faults / call")
+            seconds, faults = timed_with_faults(fn, ARGS.min_time)
+            add("draws", v, n, name, seconds, f"{faults:,.0f} page faults / call")
         if not skipped("numpy"):
             rng = np.random.default_rng(0)
             p = w / w.sum()

@@ -325,14 +325,12 @@ def run_head(args, arch, kind, data):
     evaluate = make_evaluator(args, arch, body, head, jit and bool(
         getattr(head, "supports_jit", False)))
     clock = Clock(sampled=kind in ("sampled", "nce"))
-    callbacks = [clock]
-    if args.eval_each_epoch:
-        epoch_eval = EpochEval(evaluate, data.valid)
-        callbacks.append(epoch_eval)
+    epoch_eval = EpochEval(evaluate, data.valid) if args.eval_each_epoch else None
     t0 = time.perf_counter()
-    model.fit(ds, epochs=args.epochs, steps_per_epoch=spe, callbacks=callbacks,
+    model.fit(ds, epochs=args.epochs, steps_per_epoch=spe,
+              callbacks=[clock] + ([epoch_eval] if epoch_eval else []),
               verbose=args.verbose, shuffle=False)
-    paused = epoch_eval.seconds if args.eval_each_epoch else 0.0
+    paused = epoch_eval.seconds if epoch_eval else 0.0
     fit_seconds = clock.end - t0 - paused
     timed_steps = spe * args.epochs - clock.first_steps
     steady = clock.end - clock.start - paused
@@ -351,7 +349,7 @@ def run_head(args, arch, kind, data):
             "steps_per_epoch": spe, "tokens_per_sec": tokens_per_step / step_seconds,
             "xla": xla, "params": int(model.count_params()),
             "max_abs_prob_sum_minus_1": mass_err, "max_abs_nll_vs_log_prob": nll_err,
-            "valid_ppl_by_epoch": epoch_eval.valid_ppl if args.eval_each_epoch else None}
+            "valid_ppl_by_epoch": epoch_eval.valid_ppl if epoch_eval else None}
 
 
 # ---------------------------------------------------------------------------- report
