@@ -156,10 +156,10 @@ def draws(v):
         cases = {}
         if tfs.ops.custom_ops_available():
             cases["alias op"] = tf.function(
-                lambda: tfs.ops.alias_sample(*table, n, seed, use_custom_op=True))
+                lambda: tfs.ops.alias_sample(table, n, seed, use_custom_op=True))
         if not skipped("fallback"):
             cases["alias pure-TF fallback"] = tf.function(
-                lambda: tfs.ops.alias_sample(*table, n, seed, use_custom_op=False))
+                lambda: tfs.ops.alias_sample(table, n, seed, use_custom_op=False))
         cases.update({name: tf.function(fn)
                       for name, fn in tf_samplers(v, n, False, unigrams).items()})
         for name, fn in cases.items():
@@ -175,7 +175,7 @@ def draws(v):
     cases = {}
     if tfs.ops.custom_ops_available():
         cases["alias op, unique"] = tf.function(
-            lambda: tfs.ops.alias_sample(*table, n, seed, unique=True, use_custom_op=True)[0])
+            lambda: tfs.ops.alias_sample(table, n, seed, unique=True, use_custom_op=True)[0])
     cases.update({name: tf.function(fn)
                   for name, fn in tf_samplers(v, n, True, unigrams).items()})
     for name, fn in cases.items():
@@ -202,9 +202,9 @@ def in_graph(v, table, unigrams):
     seed = lambda i: tf.stack([tf.constant(1, tf.int64), i])  # noqa: E731
     cases = {"empty loop iteration": lambda i: tf.reshape(i, [1])}
     if tfs.ops.custom_ops_available():
-        cases["alias op"] = lambda i: tfs.ops.alias_sample(*table, n, seed(i), use_custom_op=True)
+        cases["alias op"] = lambda i: tfs.ops.alias_sample(table, n, seed(i), use_custom_op=True)
         cases["alias op, unique"] = lambda i: tfs.ops.alias_sample(
-            *table, n, seed(i), unique=True, use_custom_op=True)[0]
+            table, n, seed(i), unique=True, use_custom_op=True)[0]
     for unique in (False, True):  # TF's samplers are stateful: no seed per call needed
         cases.update({name: lambda i, fn=fn: fn()
                       for name, fn in tf_samplers(v, n, unique, unigrams).items()})

@@ -247,7 +247,7 @@ def test_replicated_state_outside_training_steps(runs):
     keys = [k[:-len("/copies")] for k in local if k.endswith("/copies")
             and k.startswith(("outside/", "restored/"))]
     # Every variable of both layers, after the calls and after the restore.
-    assert len(keys) == 2 * (9 + 4) + 1, keys
+    assert len(keys) == 2 * (8 + 4) + 1, keys
     for key in keys:
         copies, ref = local[f"{key}/copies"], local[f"{key}/ref"]
         assert len(copies) == 2

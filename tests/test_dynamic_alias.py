@@ -196,7 +196,7 @@ def test_checkpoint_round_trip(tmp_path):
     t = DynamicAliasSampler(30, seed=99, max_pending=8)
     t.update([[0], [0]])
     tf.train.Checkpoint(sampler=t).read(path).assert_consumed()
-    for name in ("class_weights", "table_prob", "table_alias", "table_mass", "pending_ids",
+    for name in ("class_weights", "alias_table", "table_mass", "pending_ids",
                  "pending_cum", "pending_size", "num_positive"):
         np.testing.assert_array_equal(getattr(t, name).numpy(), getattr(s, name).numpy(), name)
     got = [t.sample([[1]], 6, unique=u).sampled_candidates.numpy() for u in (True, False)]
@@ -263,7 +263,7 @@ def test_model_fit_learns_and_keras_round_trip(tmp_path):
     assert isinstance(t, DynamicAliasSampler)
     assert t.get_config() == s.get_config()
     np.testing.assert_array_equal(t.class_weights.numpy(), expected)
-    np.testing.assert_array_equal(t.table_alias.numpy(), s.table_alias.numpy())
+    np.testing.assert_array_equal(t.alias_table.numpy(), s.alias_table.numpy())
     assert t.pending_size.numpy() == s.pending_size.numpy()
     np.testing.assert_allclose(t.probability(np.arange(v)), expected / expected.sum())
 

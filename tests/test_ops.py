@@ -141,8 +141,8 @@ def test_use_custom_op_true_without_library_raises(monkeypatch):
         with pytest.raises(RuntimeError, match="unavailable"):
             tfs.ops.alias_build([1.0, 2.0], use_custom_op=True)
     # The default then quietly uses the fallback (the warning was given once).
-    prob, alias = tfs.ops.alias_build([1.0, 3.0])
-    np.testing.assert_allclose(tfs.ops.alias_probabilities(prob, alias), [0.25, 0.75])
+    table = tfs.ops.alias_build([1.0, 3.0])
+    np.testing.assert_allclose(tfs.ops.alias_probabilities(table), [0.25, 0.75])
 
 
 # ----------------------------------------------------------------------- build
@@ -152,13 +152,15 @@ def test_build_represents_the_weights(use_op, name):
     w = weight_cases()[name]
     for dtype in (np.float32, np.float64):
         wd = w.astype(dtype)
-        prob, alias = tfs.ops.alias_build(wd, use_custom_op=use_op)
-        assert prob.dtype == tf.float32 and alias.dtype == tf.int32
-        prob, alias = prob.numpy(), alias.numpy()
-        assert prob.shape == alias.shape == w.shape
+        table = tfs.ops.alias_build(wd, use_custom_op=use_op)
+        assert table.dtype == tf.int64 and table.shape == w.shape
+        prob, alias = (x.numpy() for x in tfs.ops.alias_unpack(table))
         assert np.all((prob >= 0) & (prob <= 1))
         assert np.all((alias >= 0) & (alias < len(w)))
-        p = tfs.ops.alias_probabilities(prob, alias).numpy()
+        # Zero weights are never kept and never an alias target.
+        assert np.all(prob[wd == 0] == 0.0)
+        assert not np.any(np.isin(alias, np.flatnonzero(wd == 0)))
+        p = tfs.ops.alias_probabilities(table).numpy()
         target = wd.astype(np.float64) / wd.astype(np.float64).sum()
         # float32 keep-probabilities: each bucket (mass 1/n) is off by <= 2^-25 and feeds
         # two classes, so TV <= 2^-24 ~ 6e-8 (+ 2^-32 fixed point); 1e-6 leaves a margin.
@@ -172,10 +174,49 @@ def test_op_and_fallback_build_the_same_distribution():
     for name, w in weight_cases().items():
         a = tfs.ops.alias_build(w, use_custom_op=True)
         b = tfs.ops.alias_build(w, use_custom_op=False)
-        pa = tfs.ops.alias_probabilities(*a).numpy()
-        pb = tfs.ops.alias_probabilities(*b).numpy()
+        pa = tfs.ops.alias_probabilities(a).numpy()
+        pb = tfs.ops.alias_probabilities(b).numpy()
         # Both make the sweep's table (alias_table.h); only W's rounding may differ.
         assert 0.5 * np.abs(pa - pb).sum() < 1e-6, name
+
+
+def test_op_and_fallback_build_identical_tables_when_the_sum_is_exact():
+    if not tfs.ops.custom_ops_available():
+        pytest.skip("custom ops unavailable")
+    # Integer weights sum exactly in any order, so the two builds, which differ only in
+    # how they sum W, must make the same table bit for bit.
+    rng = np.random.default_rng(1)
+    for w in (rng.integers(0, 50, size=10_000).astype(np.float64), np.arange(1.0, 200.0),
+              np.array([0.0, 3.0, 0.0, 1.0]), np.ones(5)):
+        a = tfs.ops.alias_build(w, use_custom_op=True).numpy()
+        b = tfs.ops.alias_build(w, use_custom_op=False).numpy()
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pack_and_unpack_follow_the_keep_rule():
+    p32 = np.float32(0.3)
+    table = tfs.ops.alias_pack([0.0, 0.5, 1.0, p32, 1.5], [1, 2, 0, 4, 3])
+    assert table.dtype == tf.int64
+    entries = table.numpy().astype(np.uint64)
+    threshold = entries & np.uint64(0xFFFFFFFF)
+    alias = entries >> np.uint64(32)
+    # Keep iff a 32-bit coin < threshold = ceil(p 2^32); p >= 1 keeps whatever the coin,
+    # through alias == itself; p = 0 never keeps.
+    np.testing.assert_array_equal(threshold, [0, 2**31, 2**32 - 1,
+                                              int(np.ceil(np.float64(p32) * 2.0**32)),
+                                              2**32 - 1])
+    np.testing.assert_array_equal(alias, [1, 2, 2, 4, 4])
+    prob, al = tfs.ops.alias_unpack(table)
+    np.testing.assert_array_equal(al, [1, 2, 2, 4, 4])
+    np.testing.assert_array_equal(prob, [0.0, 0.5, 1.0,
+                                         np.ceil(np.float64(p32) * 2.0**32) / 2.0**32, 1.0])
+    np.testing.assert_allclose(tfs.ops.alias_probabilities(table),
+                               np.array([0.0, 1.0 + 0.5, 0.5 + 1.0, p32, 1.0 - p32 + 1.0]) / 5,
+                               rtol=1e-7)
+    # A built table unpacks to keep probabilities that represent the weights.
+    prob, al = tfs.ops.alias_unpack(tfs.ops.alias_build([1.0, 3.0]))
+    np.testing.assert_array_equal(prob, [0.5, 1.0])
+    np.testing.assert_array_equal(al, [1, 1])
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -201,23 +242,30 @@ def test_bad_shapes_and_dtypes_raise():
         tfs.ops.alias_build(tf.ones([2, 3]))
     with pytest.raises(TypeError, match="weights"):
         tfs.ops.alias_build(tf.constant(["a", "b"]))
+    table = tfs.ops.alias_build([1.0])
     with pytest.raises(ValueError, match="seed"):
-        tfs.ops.alias_sample([1.0], [0], 3, seed=[1, 2, 3])
+        tfs.ops.alias_sample(table, 3, seed=[1, 2, 3])
     with pytest.raises(ValueError, match="num_samples"):
-        tfs.ops.alias_sample([1.0], [0], -1, seed=1)
+        tfs.ops.alias_sample(table, -1, seed=1)
+    with pytest.raises(TypeError, match="int64"):
+        tfs.ops.alias_sample([1.0, 2.0], 3, seed=1)
+    with pytest.raises(ValueError, match="table"):
+        tfs.ops.alias_sample(tf.zeros([2, 2], tf.int64), 3, seed=1)
+    with pytest.raises(ValueError, match="one length"):
+        tfs.ops.alias_pack([0.5, 1.0], [1, 1, 1])
 
 
 def test_corrupted_table_is_an_error_not_a_bad_read():
     if not tfs.ops.custom_ops_available():
         pytest.skip("custom ops unavailable")
-    prob = tf.zeros([10])
-    alias = tf.fill([10], 1 << 30)
+    table = tfs.ops.alias_pack(tf.zeros([10]), tf.fill([10], 1 << 30))
     with pytest.raises(tf.errors.InvalidArgumentError, match="alias"):
-        tfs.ops.alias_sample(prob, alias, 100, seed=1, use_custom_op=True)
+        tfs.ops.alias_sample(table, 100, seed=1, use_custom_op=True)
     with pytest.raises(tf.errors.InvalidArgumentError, match="alias"):
-        tfs.ops.alias_sample(prob, alias, 5, seed=1, unique=True, use_custom_op=True)
-    with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="prob|alias"):
-        tfs.ops.alias_sample(tf.ones([3]), tf.zeros([4], tf.int32), 5, seed=1,
+        tfs.ops.alias_sample(table, 5, seed=1, unique=True, use_custom_op=True)
+    # Any int64 pattern: a negative entry has an alias >= 2^31.
+    with pytest.raises(tf.errors.InvalidArgumentError, match="alias"):
+        tfs.ops.alias_sample(tf.fill([10], tf.constant(-1, tf.int64)), 100, seed=1,
                              use_custom_op=True)
 
 
@@ -229,7 +277,7 @@ def test_samples_follow_the_weights(use_op):
     w[rng.random(300) < 0.15] = 0.0
     table = tfs.ops.alias_build(w, use_custom_op=use_op)
     n = 600_000
-    ids = tfs.ops.alias_sample(*table, n, seed=[12, 34], use_custom_op=use_op).numpy()
+    ids = tfs.ops.alias_sample(table, n, seed=[12, 34], use_custom_op=use_op).numpy()
     assert ids.dtype == np.int64 and ids.shape == (n,)
     counts = np.bincount(ids, minlength=len(w))
     assert counts[w == 0].sum() == 0
@@ -241,7 +289,7 @@ def test_samples_follow_the_weights_large_table(use_op):
     rng = np.random.default_rng(2)
     w = 1.0 / (1.0 + rng.permutation(200_000))  # Zipf, shuffled
     table = tfs.ops.alias_build(w.astype(np.float32), use_custom_op=use_op)
-    ids = tfs.ops.alias_sample(*table, 2_000_000, seed=5, use_custom_op=use_op).numpy()
+    ids = tfs.ops.alias_sample(table, 2_000_000, seed=5, use_custom_op=use_op).numpy()
     stat, df = chi_square(np.bincount(ids, minlength=len(w)), w / w.sum())
     assert stat < chi2_bound(df), (stat, df)
 
@@ -253,8 +301,8 @@ def test_op_and_fallback_samples_agree_in_distribution():
     w = np.random.default_rng(3).random(100) ** 2
     table = tfs.ops.alias_build(w)
     n = 400_000
-    a = np.bincount(tfs.ops.alias_sample(*table, n, 1, use_custom_op=True), minlength=100)
-    b = np.bincount(tfs.ops.alias_sample(*table, n, 1, use_custom_op=False), minlength=100)
+    a = np.bincount(tfs.ops.alias_sample(table, n, 1, use_custom_op=True), minlength=100)
+    b = np.bincount(tfs.ops.alias_sample(table, n, 1, use_custom_op=False), minlength=100)
     keep = (a + b) > 0
     stat = np.sum((a[keep] - b[keep]) ** 2 / (a[keep] + b[keep]))  # equal sample sizes
     assert stat < chi2_bound(keep.sum() - 1)
@@ -264,14 +312,14 @@ def test_seeds_repeat_and_differ(use_op):
     table = tfs.ops.alias_build(np.arange(1.0, 51.0), use_custom_op=use_op)
 
     def draw(seed):
-        return tfs.ops.alias_sample(*table, 1000, seed, use_custom_op=use_op).numpy()
+        return tfs.ops.alias_sample(table, 1000, seed, use_custom_op=use_op).numpy()
 
     np.testing.assert_array_equal(draw([3, 4]), draw([3, 4]))
     np.testing.assert_array_equal(draw([3, 4]), draw(tf.constant([3, 4], tf.int32)))
     np.testing.assert_array_equal(draw(7), draw(7))
     assert np.mean(draw([3, 4]) != draw([3, 5])) > 0.5
     # Inside tf.function too.
-    f = tf.function(lambda s: tfs.ops.alias_sample(*table, 1000, s, use_custom_op=use_op))
+    f = tf.function(lambda s: tfs.ops.alias_sample(table, 1000, s, use_custom_op=use_op))
     np.testing.assert_array_equal(f(tf.constant([3, 4], tf.int64)), draw([3, 4]))
 
 
@@ -280,8 +328,8 @@ def test_op_stream_is_a_prefix_stream():
     if not tfs.ops.custom_ops_available():
         pytest.skip("custom ops unavailable")
     table = tfs.ops.alias_build(np.random.default_rng(4).random(1000))
-    long = tfs.ops.alias_sample(*table, 100_001, seed=9, use_custom_op=True).numpy()
-    short = tfs.ops.alias_sample(*table, 333, seed=9, use_custom_op=True).numpy()
+    long = tfs.ops.alias_sample(table, 100_001, seed=9, use_custom_op=True).numpy()
+    short = tfs.ops.alias_sample(table, 333, seed=9, use_custom_op=True).numpy()
     np.testing.assert_array_equal(long[:333], short)
 
 
@@ -297,13 +345,13 @@ _THREADS_SCRIPT = textwrap.dedent("""
     assert tfs.ops.custom_ops_available()
     w = np.random.default_rng(0).random(100_000)
     table = tfs.ops.alias_build(w, use_custom_op=True)
-    ids = tfs.ops.alias_sample(*table, 1_000_000, seed=[5, 6], use_custom_op=True)
-    uniq, tries = tfs.ops.alias_sample(*table, 50_000, seed=[7, 8], unique=True,
+    ids = tfs.ops.alias_sample(table, 1_000_000, seed=[5, 6], use_custom_op=True)
+    uniq, tries = tfs.ops.alias_sample(table, 50_000, seed=[7, 8], unique=True,
                                        use_custom_op=True)
-    mix = tfs.ops.alias_mixture_sample(*table, 3.0, [5, 99_999], [1.0, 1.5], 100_001,
+    mix = tfs.ops.alias_mixture_sample(table, 3.0, [5, 99_999], [1.0, 1.5], 100_001,
                                        seed=[9, 9], use_custom_op=True)
     h = hashlib.sha256()
-    for x in (table.prob, table.alias, ids, uniq, tries, mix):
+    for x in (table, ids, uniq, tries, mix):
         h.update(x.numpy().tobytes())
     print(tf.config.threading.get_intra_op_parallelism_threads(), h.hexdigest())
 """)
@@ -337,7 +385,7 @@ def test_unique_sampling(use_op):
     w[::5] = 0.0
     table = tfs.ops.alias_build(w, use_custom_op=use_op)
     for k in (1, 10, 300):
-        ids, tries = tfs.ops.alias_sample(*table, k, seed=[k, 1], unique=True,
+        ids, tries = tfs.ops.alias_sample(table, k, seed=[k, 1], unique=True,
                                           use_custom_op=use_op)
         ids, tries = ids.numpy(), int(tries)
         assert ids.shape == (k,) and len(set(ids)) == k
@@ -352,15 +400,15 @@ def test_unique_num_tries_is_the_stream_length(use_op):
     table = tfs.ops.alias_build(w, use_custom_op=use_op)
     k = 120
     seed = tf.constant([3, 9], tf.int64)
-    ids, tries = tfs.ops.alias_sample(*table, k, seed, unique=True, use_custom_op=use_op)
+    ids, tries = tfs.ops.alias_sample(table, k, seed, unique=True, use_custom_op=use_op)
     tries = int(tries)
     if use_op:
-        stream = tfs.ops.alias_sample(*table, tries, seed, use_custom_op=True).numpy()
+        stream = tfs.ops.alias_sample(table, tries, seed, use_custom_op=True).numpy()
     else:  # the fallback's stream: rounds of doubling length, round r from fold_in(seed, r)
         parts, length, r = [], 0, 0
         while length < tries:
             size = 2 * k if r == 0 else length
-            parts.append(_alias_tf.sample(*table, size,
+            parts.append(_alias_tf.sample(table, size,
                                           tf.random.experimental.stateless_fold_in(seed, r)))
             length += size
             r += 1
@@ -380,26 +428,26 @@ def test_unique_on_a_large_table_is_the_first_distinct_ids(k):
     w = 1.0 / (1.0 + np.random.default_rng(9).permutation(300_000))
     table = tfs.ops.alias_build(w)
     seed = tf.constant([8, 1], tf.int64)
-    ids, tries = tfs.ops.alias_sample(*table, k, seed, unique=True, use_custom_op=True)
-    stream = tfs.ops.alias_sample(*table, int(tries), seed, use_custom_op=True).numpy()
+    ids, tries = tfs.ops.alias_sample(table, k, seed, unique=True, use_custom_op=True)
+    stream = tfs.ops.alias_sample(table, int(tries), seed, use_custom_op=True).numpy()
     _, first = np.unique(stream, return_index=True)
     np.testing.assert_array_equal(stream[np.sort(first)], ids)
 
 
 def test_unique_needs_enough_positive_classes(use_op):
     table = tfs.ops.alias_build([1.0, 0.0, 2.0, 0.0, 3.0], use_custom_op=use_op)
-    ids, _ = tfs.ops.alias_sample(*table, 3, seed=1, unique=True, use_custom_op=use_op)
+    ids, _ = tfs.ops.alias_sample(table, 3, seed=1, unique=True, use_custom_op=use_op)
     assert sorted(ids.numpy()) == [0, 2, 4]
     with pytest.raises(tf.errors.InvalidArgumentError, match="positive probability"):
-        tfs.ops.alias_sample(*table, 4, seed=1, unique=True, use_custom_op=use_op)
+        tfs.ops.alias_sample(table, 4, seed=1, unique=True, use_custom_op=use_op)
 
 
 def test_works_in_tf_function(use_op):
     @tf.function
     def f(w, seed):
         table = tfs.ops.alias_build(w, use_custom_op=use_op)
-        ids = tfs.ops.alias_sample(*table, 64, seed, use_custom_op=use_op)
-        uniq, tries = tfs.ops.alias_sample(*table, 8, seed, unique=True,
+        ids = tfs.ops.alias_sample(table, 64, seed, use_custom_op=use_op)
+        uniq, tries = tfs.ops.alias_sample(table, 8, seed, unique=True,
                                            use_custom_op=use_op)
         return ids, uniq, tries
 
@@ -427,7 +475,7 @@ def _mixture_case():
 def test_mixture_samples_follow_table_plus_list(use_op):
     w, ids, cum, target = _mixture_case()
     table = tfs.ops.alias_build(w, use_custom_op=use_op)
-    draws = tfs.ops.alias_mixture_sample(*table, w.sum(), ids, cum, 500_000, seed=[4, 4],
+    draws = tfs.ops.alias_mixture_sample(table, w.sum(), ids, cum, 500_000, seed=[4, 4],
                                          use_custom_op=use_op).numpy()
     counts = np.bincount(draws, minlength=len(w))
     assert counts[target == 0].sum() == 0
@@ -437,9 +485,9 @@ def test_mixture_samples_follow_table_plus_list(use_op):
 
 def test_mixture_with_an_empty_list_is_the_table_stream(use_op):
     table = tfs.ops.alias_build(np.arange(1.0, 30.0), use_custom_op=use_op)
-    a = tfs.ops.alias_mixture_sample(*table, 5.0, tf.zeros([0], tf.int64), tf.zeros([0], tf.float64),
+    a = tfs.ops.alias_mixture_sample(table, 5.0, tf.zeros([0], tf.int64), tf.zeros([0], tf.float64),
                                      500, seed=3, use_custom_op=use_op)
-    b = tfs.ops.alias_sample(*table, 500, seed=3, use_custom_op=use_op)
+    b = tfs.ops.alias_sample(table, 500, seed=3, use_custom_op=use_op)
     np.testing.assert_array_equal(a, b)
 
 
@@ -448,17 +496,17 @@ def test_mixture_unique(use_op):
     table = tfs.ops.alias_build(w, use_custom_op=use_op)
     k = int(np.count_nonzero(target)) - 5
     seed = tf.constant([1, 5], tf.int64)
-    got, tries = tfs.ops.alias_mixture_sample(*table, w.sum(), ids, cum, k, seed, unique=True,
+    got, tries = tfs.ops.alias_mixture_sample(table, w.sum(), ids, cum, k, seed, unique=True,
                                               use_custom_op=use_op)
     got = got.numpy()
     assert len(set(got)) == k and np.all(target[got] > 0) and int(tries) >= k
     if use_op:  # the first k distinct ids of the op's own stream
-        stream = tfs.ops.alias_mixture_sample(*table, w.sum(), ids, cum, int(tries), seed,
+        stream = tfs.ops.alias_mixture_sample(table, w.sum(), ids, cum, int(tries), seed,
                                               use_custom_op=True).numpy()
         _, first = np.unique(stream, return_index=True)
         np.testing.assert_array_equal(stream[np.sort(first)], got)
     with pytest.raises(tf.errors.InvalidArgumentError, match="positive probability"):
-        tfs.ops.alias_mixture_sample(*table, w.sum(), ids, cum, k + 6, seed, unique=True,
+        tfs.ops.alias_mixture_sample(table, w.sum(), ids, cum, k + 6, seed, unique=True,
                                      use_custom_op=use_op)
 
 
@@ -467,8 +515,8 @@ def test_mixture_bad_inputs():
         pytest.skip("custom ops unavailable")
     table = tfs.ops.alias_build([1.0, 2.0])
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError), match="extra"):
-        tfs.ops.alias_mixture_sample(*table, 3.0, [0, 1], [1.0], 4, seed=1, use_custom_op=True)
+        tfs.ops.alias_mixture_sample(table, 3.0, [0, 1], [1.0], 4, seed=1, use_custom_op=True)
     with pytest.raises(tf.errors.InvalidArgumentError, match="table_mass"):
-        tfs.ops.alias_mixture_sample(*table, -1.0, [0], [1.0], 4, seed=1, use_custom_op=True)
+        tfs.ops.alias_mixture_sample(table, -1.0, [0], [1.0], 4, seed=1, use_custom_op=True)
     with pytest.raises(tf.errors.InvalidArgumentError, match="extra_ids"):
-        tfs.ops.alias_mixture_sample(*table, 0.0, [7], [1.0], 4, seed=1, use_custom_op=True)
+        tfs.ops.alias_mixture_sample(table, 0.0, [7], [1.0], 4, seed=1, use_custom_op=True)

@@ -2,9 +2,10 @@
 // (custom_ops/cc/kernels/alias_gpu.cu.h) without TensorFlow. Build and run:
 //   custom_ops/gpu_harness/run.sh [OUT_DIR]
 // Checks, on the GPU:
-//   * the parallel (split-method) build makes bit for bit the table that the
-//     sequential CPU sweep makes from the same weights and the same sum W,
-//     for several weight shapes and section sizes, and the same table twice;
+//   * the parallel (split-method) build makes bit for bit the table (the
+//     packed uint64 entries) that the sequential CPU sweep makes from the same
+//     weights and the same sum W, for several weight shapes and section
+//     sizes, and the same table twice;
 //   * invalid weights give the right status;
 //   * GPU draws equal the CPU draws of the same stream (same table, seed), and
 //     a histogram of 2^26 GPU draws passes a chi-square test against w / W;
@@ -120,52 +121,50 @@ template <typename T>
 struct DeviceTable {
   int64_t n = 0;
   T* w = nullptr;
-  float* prob = nullptr;
-  int32_t* alias = nullptr;
+  uint64_t* table = nullptr;  // packed entries (alias << 32 | threshold)
   void* scratch = nullptr;
   size_t scratch_bytes = 0;
   explicit DeviceTable(const std::vector<T>& host) {
     n = static_cast<int64_t>(host.size());
     CUDA_CHECK(cudaMalloc(&w, n * sizeof(T)));
-    CUDA_CHECK(cudaMalloc(&prob, n * sizeof(float)));
-    CUDA_CHECK(cudaMalloc(&alias, n * sizeof(int32_t)));
+    CUDA_CHECK(cudaMalloc(&table, n * sizeof(uint64_t)));
     scratch_bytes = gpu::BuildScratchBytes(n, 1);  // the largest (section 1)
     CUDA_CHECK(cudaMalloc(&scratch, scratch_bytes));
     CUDA_CHECK(cudaMemcpy(w, host.data(), n * sizeof(T), cudaMemcpyHostToDevice));
   }
   ~DeviceTable() {
     cudaFree(w);
-    cudaFree(prob);
-    cudaFree(alias);
+    cudaFree(table);
     cudaFree(scratch);
   }
   gpu::DeviceState Build(int64_t section) {
-    // Poison the outputs: every entry must be written.
-    CUDA_CHECK(cudaMemset(prob, 0xFF, n * sizeof(float)));
-    CUDA_CHECK(cudaMemset(alias, 0xFF, n * sizeof(int32_t)));
+    // Poison the output: every entry must be written (all ones is alias
+    // 0xFFFFFFFF, out of range for any table, so never a valid entry).
+    CUDA_CHECK(cudaMemset(table, 0xFF, n * sizeof(uint64_t)));
     gpu::DeviceState st;
-    CUDA_CHECK(gpu::BuildSync(w, n, prob, alias, scratch, section, 0, &st));
+    CUDA_CHECK(gpu::BuildSync(w, n, table, scratch, section, 0, &st));
     return st;
   }
-  void Fetch(std::vector<float>* p, std::vector<int32_t>* a) {
-    p->resize(n);
-    a->resize(n);
-    CUDA_CHECK(cudaMemcpy(p->data(), prob, n * sizeof(float), cudaMemcpyDeviceToHost));
-    CUDA_CHECK(cudaMemcpy(a->data(), alias, n * sizeof(int32_t), cudaMemcpyDeviceToHost));
+  void Fetch(std::vector<uint64_t>* t) {
+    t->resize(n);
+    CUDA_CHECK(cudaMemcpy(t->data(), table, n * sizeof(uint64_t), cudaMemcpyDeviceToHost));
   }
 };
 
-static double TotalVariation(const std::vector<float>& prob,
-                             const std::vector<int32_t>& al,
+static double TotalVariation(const std::vector<uint64_t>& table,
                              const std::vector<double>& target, bool* zero_ok) {
-  const int64_t n = static_cast<int64_t>(prob.size());
+  const int64_t n = static_cast<int64_t>(table.size());
   for (int64_t i = 0; i < n; ++i) {
-    if (!(prob[i] >= 0.0f && prob[i] <= 1.0f) || al[i] < 0 || al[i] >= n) {
+    // Every threshold is a valid keep probability; only the alias can be bad,
+    // and a bucket that always keeps must name itself (PackEntry).
+    const uint32_t a = alias::EntryAlias(table[i]);
+    const bool always = alias::EntryThreshold(table[i]) == alias::kAlwaysKeep;
+    if (a >= n || (always && a != i)) {
       *zero_ok = false;
       return 1.0;
     }
   }
-  std::vector<double> p = alias::ImpliedProbabilities(prob.data(), al.data(), n);
+  std::vector<double> p = alias::ImpliedProbabilities(table.data(), n);
   double tv = 0.0;
   *zero_ok = true;
   for (int64_t i = 0; i < n; ++i) {
@@ -191,22 +190,22 @@ static void CheckBuild(Shape shape, int64_t n, const char* dtype) {
   std::vector<T> w = MakeWeights<T>(shape, n, 1234 + n);
   DeviceTable<T> dt(w);
   gpu::DeviceState st = dt.Build(gpu::kDefaultSection);
-  std::vector<float> gp, gp2, cp(n);
-  std::vector<int32_t> ga, ga2, ca(n);
-  dt.Fetch(&gp, &ga);
+  std::vector<uint64_t> gt, gt2, ct(n);
+  dt.Fetch(&gt);
   Check(st.status.code == alias::kBuildOk, "GPU build status ok");
   // The CPU sweep from the GPU's W must make the identical table.
-  alias::BuildSweepWithTotal(w.data(), n, st.total, cp.data(), ca.data());
+  alias::BuildSweepWithTotal(w.data(), n, st.total, ct.data());
   int64_t diff = 0;
-  for (int64_t i = 0; i < n; ++i) diff += (gp[i] != cp[i]) || (ga[i] != ca[i]);
+  for (int64_t i = 0; i < n; ++i) diff += gt[i] != ct[i];
   // And again on the GPU: deterministic.
   dt.Build(gpu::kDefaultSection);
-  dt.Fetch(&gp2, &ga2);
-  const bool same_twice = gp == gp2 && ga == ga2;
+  dt.Fetch(&gt2);
+  const bool same_twice = gt == gt2;
   bool zero_ok = false;
-  const double tv = TotalVariation(gp, ga, Target(w), &zero_ok);
-  // Same bound as alias_table_test.cc: float32 keep probabilities give
-  // TV <= 2^-24 per the derivation there; 1e-6 leaves a margin.
+  const double tv = TotalVariation(gt, Target(w), &zero_ok);
+  // Same bound as alias_table_test.cc: float32 keep probabilities rounded up
+  // to 32-bit thresholds give TV <= 2^-24 + 2^-32 per the derivation there;
+  // 1e-6 leaves a margin.
   const bool ok = diff == 0 && same_twice && zero_ok && tv <= 1e-6;
   Report("| %s | %s | %lld | %lld | %s | %.2e | %s | %s |\n", ShapeName(shape), dtype,
          (long long)n, (long long)diff, same_twice ? "yes" : "NO", tv,
@@ -218,14 +217,13 @@ static void CheckSections() {
   const int64_t n = 300007;
   std::vector<float> w = MakeWeights<float>(kZipfZeros, n, 99);
   DeviceTable<float> dt(w);
-  std::vector<float> ref_p, p;
-  std::vector<int32_t> ref_a, a;
+  std::vector<uint64_t> ref, t;
   dt.Build(1);
-  dt.Fetch(&ref_p, &ref_a);
+  dt.Fetch(&ref);
   for (int64_t s : std::vector<int64_t>{2, 7, 64, 256, 4096, n}) {
     dt.Build(s);
-    dt.Fetch(&p, &a);
-    const bool same = p == ref_p && a == ref_a;
+    dt.Fetch(&t);
+    const bool same = t == ref;
     Report("| section size %lld vs 1 | %s |\n", (long long)s, same ? "identical" : "**DIFFERENT**");
     if (!same) ++g_failures;
   }
@@ -282,24 +280,23 @@ static void CheckSampling(int64_t n, Shape shape, int64_t N) {
   std::vector<float> w = MakeWeights<float>(shape, n, 77 + n);
   DeviceTable<float> dt(w);
   dt.Build(gpu::kDefaultSection);
-  std::vector<float> prob;
-  std::vector<int32_t> al;
-  dt.Fetch(&prob, &al);
+  std::vector<uint64_t> table;
+  dt.Fetch(&table);
   int64_t* d_out;
   CUDA_CHECK(cudaMalloc(&d_out, N * sizeof(int64_t)));
   CUDA_CHECK(cudaMemset(d_out, 0xFF, N * sizeof(int64_t)));
   const alias::PhiloxKey key = alias::MakeKey(20241123, -5);
-  CUDA_CHECK(gpu::LaunchSample(dt.prob, dt.alias, n, key, N, d_out, 0));
+  CUDA_CHECK(gpu::LaunchSample(dt.table, n, key, N, d_out, 0));
   CUDA_CHECK(cudaDeviceSynchronize());
   // Same stream as the CPU: compare the first 2^20 draws and a window far in.
   const int64_t M = int64_t{1} << 20;
   std::vector<int64_t> g(M), c(M);
   CUDA_CHECK(cudaMemcpy(g.data(), d_out, M * sizeof(int64_t), cudaMemcpyDeviceToHost));
-  alias::DrawRange(prob.data(), al.data(), n, key, 0, M, c.data());
+  alias::DrawRange(table.data(), n, key, 0, M, c.data());
   bool same = g == c;
   const int64_t off = N - M - 3;  // odd offset: second half of a pair
   CUDA_CHECK(cudaMemcpy(g.data(), d_out + off, M * sizeof(int64_t), cudaMemcpyDeviceToHost));
-  alias::DrawRange(prob.data(), al.data(), n, key, off, off + M, c.data());
+  alias::DrawRange(table.data(), n, key, off, off + M, c.data());
   same = same && g == c;
   // Histogram of all N draws.
   unsigned long long *d_counts, *d_bad;
@@ -375,7 +372,7 @@ static void TimeSampling() {
       for (int r = -3; r < reps; ++r) {
         const alias::PhiloxKey key = alias::MakeKey(r, 11);
         CUDA_CHECK(cudaEventRecord(e0));
-        CUDA_CHECK(gpu::LaunchSample(dt.prob, dt.alias, n, key, num, d_out, 0));
+        CUDA_CHECK(gpu::LaunchSample(dt.table, n, key, num, d_out, 0));
         CUDA_CHECK(cudaEventRecord(e1));
         CUDA_CHECK(cudaEventSynchronize(e1));
         float t = 0;
@@ -400,7 +397,7 @@ static void TimeBuild() {
       std::vector<double> ms;
       for (int r = -2; r < 15; ++r) {
         CUDA_CHECK(cudaEventRecord(e0));
-        CUDA_CHECK(gpu::LaunchBuild(dt.w, n, dt.prob, dt.alias, dt.scratch, section, 0, nullptr));
+        CUDA_CHECK(gpu::LaunchBuild(dt.w, n, dt.table, dt.scratch, section, 0, nullptr));
         CUDA_CHECK(cudaEventRecord(e1));
         CUDA_CHECK(cudaEventSynchronize(e1));
         float t = 0;
@@ -410,11 +407,10 @@ static void TimeBuild() {
       // The CPU reference: the sequential sweep on one core of this host.
       std::vector<double> cpu_ms;
       if (section == 64) {
-        std::vector<float> p(n);
-        std::vector<int32_t> a(n);
+        std::vector<uint64_t> t(n);
         for (int r = 0; r < 5; ++r) {
           auto t0 = std::chrono::steady_clock::now();
-          alias::BuildSweep(w.data(), n, p.data(), a.data());
+          alias::BuildSweep(w.data(), n, t.data());
           cpu_ms.push_back(std::chrono::duration<double, std::milli>(
                                std::chrono::steady_clock::now() - t0).count());
         }
@@ -431,15 +427,14 @@ static void TimeBuild() {
 static void TimeCpuSampling() {
   for (int64_t n : {100000, 1000000, 10000000}) {
     std::vector<float> w = MakeWeights<float>(kZipfZeros, n, 5 + n);
-    std::vector<float> p(n);
-    std::vector<int32_t> a(n);
-    alias::BuildSweep(w.data(), n, p.data(), a.data());
+    std::vector<uint64_t> t(n);
+    alias::BuildSweep(w.data(), n, t.data());
     const int64_t num = 1000000;
     std::vector<int64_t> out(num);
     std::vector<double> ms;
     for (int r = 0; r < 7; ++r) {
       auto t0 = std::chrono::steady_clock::now();
-      alias::DrawRange(p.data(), a.data(), n, alias::MakeKey(r, 1), 0, num, out.data());
+      alias::DrawRange(t.data(), n, alias::MakeKey(r, 1), 0, num, out.data());
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     Report("| %lld | %lld | %.3f | %.0f |\n", (long long)n, (long long)num, Median(ms), num / (Median(ms) * 1e-3) / 1e6);

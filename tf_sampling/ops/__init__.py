@@ -11,8 +11,10 @@ from tf_sampling.ops.alias import (
     UniqueSample,
     alias_build,
     alias_mixture_sample,
+    alias_pack,
     alias_probabilities,
     alias_sample,
+    alias_unpack,
 )
 from tf_sampling.ops.skipgram import skipgram_train
 
@@ -22,8 +24,10 @@ __all__ = [
     "UniqueSample",
     "alias_build",
     "alias_mixture_sample",
+    "alias_pack",
     "alias_probabilities",
     "alias_sample",
+    "alias_unpack",
     "custom_ops_available",
     "skipgram_train",
 ]

@@ -7,15 +7,17 @@ closed before a light iff its EH <= the light's DL; the last heavy after every l
 so two `searchsorted` calls give every bucket at once: O(n log n), no loop. Only W (a
 `reduce_sum`, whose association may differ from the C++ loop) can round differently.
 
-Sampling is a vectorized gather over the table with TF's stateless Philox ops: the same
-distribution as the compiled op (the same bucket-keep rule, a 32-bit coin against
-prob * 2^32), not the same stream.
+The table is the op's packed int64 vector (alias << 32 | keep threshold; see `pack`).
+Sampling is a vectorized gather over it with TF's stateless Philox ops: the same
+distribution as the compiled op (the same bucket-keep rule, a 32-bit coin against the
+threshold), not the same stream.
 """
 
 import tensorflow as tf
 
 _FIXED_ONE = 2.0**32
 _INT64_MAX = 2**63 - 1
+_LOW32 = 0xFFFFFFFF
 # Unique sampling draws in rounds whose size doubles; the support is checked first, so
 # running out of rounds (> 2^40 draws) cannot happen for a valid request.
 _MAX_UNIQUE_ROUNDS = 40
@@ -37,8 +39,31 @@ def check_weights(weights):
         return tf.identity(w), tf.identity(total)
 
 
+def pack(prob, alias):
+    """The int64 table entries of keep probabilities `prob` (float32) and aliases (int32),
+    as alias_table.h's PackEntry: threshold ceil(prob * 2^32) in the low 32 bits (so that a
+    32-bit coin < threshold <=> coin < prob * 2^32), the alias in the high 32 bits; a bucket
+    with prob >= 1 gets itself as alias, prob <= 0 threshold 0."""
+    p = tf.cast(tf.cast(prob, tf.float32), tf.float64)
+    full = p >= 1.0
+    threshold = tf.where(full, tf.constant(_LOW32, tf.int64),
+                         tf.where(p > 0.0, tf.cast(tf.math.ceil(p * _FIXED_ONE), tf.int64),
+                                  tf.constant(0, tf.int64)))
+    self_ids = tf.range(tf.size(p, out_type=tf.int64))
+    a = tf.where(full, self_ids, tf.bitwise.bitwise_and(tf.cast(alias, tf.int64), _LOW32))
+    return tf.bitwise.bitwise_or(tf.bitwise.left_shift(a, 32), threshold)
+
+
+def unpack(table):
+    """(keep threshold, alias) of int64 table entries, both int64 in [0, 2^32)."""
+    table = tf.cast(table, tf.int64)
+    threshold = tf.bitwise.bitwise_and(table, _LOW32)
+    alias = tf.bitwise.bitwise_and(tf.bitwise.right_shift(table, 32), _LOW32)
+    return threshold, alias
+
+
 def build(weights):
-    """(prob float32 [n], alias int32 [n]) for a vector of weights."""
+    """The packed int64 [n] table for a vector of weights."""
     w, total = check_weights(weights)
     n = tf.size(w, out_type=tf.int64)
     q = w * (tf.cast(n, tf.float64) / total)
@@ -74,38 +99,39 @@ def build(weights):
                 + tf.scatter_nd(heavy[:, None], heavy_prob, shape))
         alias = (tf.scatter_nd(light[:, None], light_alias, shape)
                  + tf.scatter_nd(heavy[:, None], heavy_alias, shape))
-        return prob, tf.cast(alias, tf.int32)
+        return pack(prob, alias)
 
     def all_equal():  # every q < 1 only by rounding: every bucket keeps its class
-        return tf.ones(tf.reshape(n, [1]), tf.float32), tf.range(tf.cast(n, tf.int32))
+        return pack(tf.ones(tf.reshape(n, [1]), tf.float32), tf.range(tf.cast(n, tf.int32)))
 
     return tf.cond(b > 0, general, all_equal)
 
 
-def probabilities(prob, alias):
-    """float64 class probabilities that a table represents."""
-    prob = tf.cast(prob, tf.float64)
-    n = tf.size(prob)
-    given = tf.math.unsorted_segment_sum(1.0 - prob, alias, n)
-    return (prob + given) / tf.cast(n, tf.float64)
+def probabilities(table):
+    """float64 class probabilities that a (valid) table represents."""
+    threshold, alias = unpack(table)
+    keep = tf.cast(threshold, tf.float64) / _FIXED_ONE
+    n = tf.size(table)
+    given = tf.math.unsorted_segment_sum(1.0 - keep, alias, n)
+    return (keep + given) / tf.cast(n, tf.float64)
 
 
-def sample(prob, alias, num_samples, seed):
+def sample(table, num_samples, seed):
     """`num_samples` int64 i.i.d. draws; `seed` is an int [2] tensor."""
-    n = tf.size(prob, out_type=tf.int64)
+    n = tf.size(table, out_type=tf.int64)
     seeds = tf.random.experimental.stateless_split(seed, 2)
     shape = tf.reshape(tf.cast(num_samples, tf.int32), [1])
     bucket = tf.random.stateless_uniform(shape, seeds[0], minval=tf.constant(0, tf.int64),
                                          maxval=n, dtype=tf.int64)
-    # The op's keep rule (alias_table.h, KeepBucket): a uniform 32-bit coin below
-    # prob * 2^32 (exact in float64), i.e. keep with probability ceil(prob * 2^32) / 2^32.
+    # The op's keep rule (alias_table.h, Resolve): a uniform 32-bit coin below the
+    # bucket's threshold. One gather per draw, as in the op.
     coin = tf.random.stateless_uniform(shape, seeds[1], minval=None, maxval=None,
                                        dtype=tf.uint32)
-    keep = tf.cast(coin, tf.float64) < tf.cast(tf.gather(prob, bucket), tf.float64) * _FIXED_ONE
-    return tf.where(keep, bucket, tf.cast(tf.gather(alias, bucket), tf.int64))
+    threshold, alias = unpack(tf.gather(table, bucket))
+    return tf.where(tf.cast(coin, tf.int64) < threshold, bucket, alias)
 
 
-def mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samples, seed):
+def mixture_sample(table, table_mass, extra_ids, extra_cum, num_samples, seed):
     """Draws from the table (mass `table_mass`) or the weighted list `extra_ids` (running
     weight sums `extra_cum`), in proportion to their masses; the table alone if the
     list is empty."""
@@ -113,7 +139,7 @@ def mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samples, s
 
     def mixture():
         seeds = tf.random.experimental.stateless_split(seed, 2)
-        from_table = sample(prob, alias, num_samples, seeds[0])
+        from_table = sample(table, num_samples, seeds[0])
         shape = tf.reshape(tf.cast(num_samples, tf.int32), [1])
         u = tf.random.stateless_uniform(shape, seeds[1], dtype=tf.float64) * (
             table_mass + extra_cum[m - 1])
@@ -125,25 +151,24 @@ def mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samples, s
         ids = tf.gather(extra_ids, tf.minimum(k, m - 1))
         return tf.tensor_scatter_nd_update(from_table, tf.where(chosen), ids)
 
-    return tf.cond(m > 0, mixture, lambda: sample(prob, alias, num_samples, seed))
+    return tf.cond(m > 0, mixture, lambda: sample(table, num_samples, seed))
 
 
-def sample_unique(prob, alias, num_samples, seed):
+def sample_unique(table, num_samples, seed):
     """(first `num_samples` distinct ids of an i.i.d. stream, the stream length used)."""
-    support = tf.math.count_nonzero(probabilities(prob, alias) > 0.0)
-    return _unique_from_stream(lambda k, s: sample(prob, alias, k, s), num_samples, seed,
-                               support)
+    support = tf.math.count_nonzero(probabilities(table) > 0.0)
+    return _unique_from_stream(lambda k, s: sample(table, k, s), num_samples, seed, support)
 
 
-def mixture_sample_unique(prob, alias, table_mass, extra_ids, extra_cum, num_samples, seed):
+def mixture_sample_unique(table, table_mass, extra_ids, extra_cum, num_samples, seed):
     """`sample_unique` for the `mixture_sample` stream."""
-    n = tf.size(prob)
+    n = tf.size(table)
     amounts = extra_cum - tf.concat([[0.0], extra_cum[:-1]], 0)
-    mass = (probabilities(prob, alias) * table_mass
+    mass = (probabilities(table) * table_mass
             + tf.math.unsorted_segment_sum(amounts, extra_ids, n))
     support = tf.math.count_nonzero(mass > 0.0)
     return _unique_from_stream(
-        lambda k, s: mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, k, s),
+        lambda k, s: mixture_sample(table, table_mass, extra_ids, extra_cum, k, s),
         num_samples, seed, support)
 
 

@@ -4,10 +4,16 @@
 the compiled ops (custom_ops/, C++ and CUDA) when they are available and otherwise a
 pure-TensorFlow fallback with the same distributions; `use_custom_op` picks one.
 
+A table is one int64 tensor with an entry per class (bucket): the bucket's alias in the
+high 32 bits and its keep threshold t in the low 32 bits; bucket i gives class i with
+probability t / 2^32 and its alias otherwise. One 8-byte entry per draw keeps a draw to
+one cache miss at millions of classes. `alias_unpack` and `alias_pack` convert from and
+to (keep probability, alias) vectors.
+
 Example:
 >>> table = tfs.ops.alias_build([1.0, 0.0, 3.0, 4.0])
->>> ids = tfs.ops.alias_sample(table.prob, table.alias, num_samples=5, seed=[1, 2])
->>> ids, num_tries = tfs.ops.alias_sample(*table, num_samples=3, seed=7, unique=True)
+>>> ids = tfs.ops.alias_sample(table, num_samples=5, seed=[1, 2])
+>>> ids, num_tries = tfs.ops.alias_sample(table, num_samples=3, seed=7, unique=True)
 """
 
 import collections
@@ -19,6 +25,7 @@ from tf_sampling.ops import _alias_tf
 from tf_sampling.ops import _loader
 
 AliasTable = collections.namedtuple("AliasTable", ["prob", "alias"])
+AliasTable.__doc__ = """A table unpacked: float64 keep probabilities and int32 aliases."""
 UniqueSample = collections.namedtuple("UniqueSample", ["samples", "num_tries"])
 
 
@@ -66,15 +73,15 @@ def alias_build(weights, use_custom_op=None, name=None):
         name: optional name scope.
 
     Returns:
-        `AliasTable(prob, alias)`: float32 `[n]` and int32 `[n]`. Bucket i keeps class i with
-        probability prob[i] and gives class alias[i] otherwise.
+        The table: int64 `[n]` (see the module docstring; `alias_unpack` reads it).
 
     Raises:
         InvalidArgumentError: for negative, NaN, infinite or all-zero weights, or an empty
             vector (at run time inside `tf.function`).
 
     Example:
-    >>> prob, alias = tfs.ops.alias_build(tf.constant([1.0, 0.0, 3.0]))
+    >>> table = tfs.ops.alias_build(tf.constant([1.0, 0.0, 3.0]))
+    >>> tfs.ops.alias_probabilities(table)  # [0.25, 0.0, 0.75]
     """
     with tf.name_scope(name or "alias_build"):
         weights = tf.convert_to_tensor(weights)
@@ -85,13 +92,67 @@ def alias_build(weights, use_custom_op=None, name=None):
             weights = tf.cast(weights, tf.float64 if weights.dtype.is_integer else tf.float32)
         ops = _ops(use_custom_op)
         if ops is not None:
-            prob, alias = ops.tf_sampling_alias_build(weights)
-        else:
-            prob, alias = _alias_tf.build(weights)
-        return AliasTable(prob, alias)
+            return ops.tf_sampling_alias_build(weights)
+        return _alias_tf.build(weights)
 
 
-def alias_sample(prob, alias, num_samples, seed, unique=False, use_custom_op=None, name=None):
+def _table_tensor(table):
+    table = tf.convert_to_tensor(table)
+    if table.dtype != tf.int64:
+        raise TypeError(f"`table` must be an int64 tensor from `alias_build` or `alias_pack`, "
+                        f"got dtype {table.dtype.name}.")
+    _check_vector(table, "table")
+    return table
+
+
+def alias_pack(prob, alias, name=None):
+    """The table of keep probabilities `prob` and aliases `alias` (pure TF).
+
+    Bucket i keeps class i with probability prob[i] (rounded to float32, then up to a
+    multiple of 2^-32) and gives class alias[i] otherwise; prob[i] >= 1 always keeps.
+    For tables made elsewhere; `alias_build` is the usual way to get one.
+
+    Args:
+        prob: float `[n]` keep probabilities; alias: int `[n]` class ids in [0, n).
+
+    Returns:
+        int64 `[n]`, as from `alias_build`.
+
+    Example:
+    >>> table = tfs.ops.alias_pack([0.5, 1.0], [1, 1])  # P = [0.25, 0.75]
+    """
+    with tf.name_scope(name or "alias_pack"):
+        prob = tf.convert_to_tensor(prob, tf.float32)
+        alias = tf.convert_to_tensor(alias, tf.int32)
+        _check_vector(prob, "prob")
+        _check_vector(alias, "alias")
+        if (prob.shape.rank is not None and alias.shape.rank is not None
+                and not prob.shape.is_compatible_with(alias.shape)):
+            raise ValueError(f"`prob` and `alias` must have one length, got shapes "
+                             f"{prob.shape} and {alias.shape}.")
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.size(prob), tf.size(alias),
+                message="`prob` and `alias` must have one length")]):
+            return _alias_tf.pack(prob, alias)
+
+
+def alias_unpack(table, name=None):
+    """`AliasTable(prob, alias)` of a table: float64 keep probabilities and int32 aliases.
+
+    prob[i] is exactly the threshold / 2^32 that the draws use, or 1 where alias[i] == i
+    (such a bucket is class i whatever the coin).
+
+    >>> prob, alias = tfs.ops.alias_unpack(tfs.ops.alias_build([1.0, 3.0]))  # [0.5, 1], [1, 1]
+    """
+    with tf.name_scope(name or "alias_unpack"):
+        threshold, alias = _alias_tf.unpack(_table_tensor(table))
+        own = tf.equal(alias, tf.range(tf.size(alias, out_type=tf.int64)))
+        prob = tf.where(own, tf.constant(1.0, tf.float64),
+                        tf.cast(threshold, tf.float64) / 2.0**32)
+        return AliasTable(prob, tf.cast(alias, tf.int32))
+
+
+def alias_sample(table, num_samples, seed, unique=False, use_custom_op=None, name=None):
     """Draws class ids from an alias table.
 
     The compiled op draws i.i.d. ids from a counter-based Philox stream keyed by `seed`:
@@ -100,7 +161,7 @@ def alias_sample(prob, alias, num_samples, seed, unique=False, use_custom_op=Non
     same on CPU and GPU. The fallback draws the same distribution from TF's stateless ops.
 
     Args:
-        prob, alias: a table from `alias_build`.
+        table: a table from `alias_build`.
         num_samples: number of ids (int or int scalar tensor; a Python int if `unique`).
         seed: an int, or an int32/int64 tensor of shape [2] (like TF's stateless ops).
         unique: if True, return the first `num_samples` distinct ids of the stream and the
@@ -114,13 +175,10 @@ def alias_sample(prob, alias, num_samples, seed, unique=False, use_custom_op=Non
 
     Example:
     >>> table = tfs.ops.alias_build([1.0, 2.0, 3.0])
-    >>> ids = tfs.ops.alias_sample(*table, num_samples=1000, seed=[0, 1])
+    >>> ids = tfs.ops.alias_sample(table, num_samples=1000, seed=[0, 1])
     """
     with tf.name_scope(name or "alias_sample"):
-        prob = tf.convert_to_tensor(prob, tf.float32)
-        alias = tf.convert_to_tensor(alias, tf.int32)
-        _check_vector(prob, "prob")
-        _check_vector(alias, "alias")
+        table = _table_tensor(table)
         if isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
             if num_samples < 0:
                 raise ValueError(f"`num_samples` must be >= 0, got {num_samples}.")
@@ -131,19 +189,19 @@ def alias_sample(prob, alias, num_samples, seed, unique=False, use_custom_op=Non
         if unique:
             if ops is not None:
                 samples, num_tries = ops.tf_sampling_alias_sample_unique(
-                    prob, alias, tf.constant(num_samples, tf.int64), seed)
+                    table, tf.constant(num_samples, tf.int64), seed)
             elif num_samples == 0:
                 samples, num_tries = tf.zeros([0], tf.int64), tf.constant(0, tf.int64)
             else:
-                samples, num_tries = _alias_tf.sample_unique(prob, alias, num_samples, seed)
+                samples, num_tries = _alias_tf.sample_unique(table, num_samples, seed)
             return UniqueSample(samples, num_tries)
         num = _num_tensor(num_samples)
         if ops is not None:
-            return ops.tf_sampling_alias_sample(prob, alias, num, seed)
-        return _alias_tf.sample(prob, alias, num, seed)
+            return ops.tf_sampling_alias_sample(table, num, seed)
+        return _alias_tf.sample(table, num, seed)
 
 
-def alias_mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samples, seed,
+def alias_mixture_sample(table, table_mass, extra_ids, extra_cum, num_samples, seed,
                          unique=False, use_custom_op=None, name=None):
     """Draws from an alias table together with a weighted list of extra ids.
 
@@ -155,7 +213,7 @@ def alias_mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samp
     empty list it is `alias_sample` (the compiled op gives the same stream).
 
     Args:
-        prob, alias: a table from `alias_build`.
+        table: a table from `alias_build`.
         table_mass: float64 scalar, the mass the table stands for (>= 0).
         extra_ids: int64 `[m]` class ids; extra_cum: float64 `[m]` running weight sums.
         num_samples, seed, unique, use_custom_op, name: as in `alias_sample`.
@@ -165,16 +223,14 @@ def alias_mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samp
 
     Example:
     >>> table = tfs.ops.alias_build([1.0, 1.0, 0.0])
-    >>> ids = tfs.ops.alias_mixture_sample(*table, 2.0, [2], [2.0], 100, seed=1)  # 1:1:2
+    >>> ids = tfs.ops.alias_mixture_sample(table, 2.0, [2], [2.0], 100, seed=1)  # 1:1:2
     """
     with tf.name_scope(name or "alias_mixture_sample"):
-        prob = tf.convert_to_tensor(prob, tf.float32)
-        alias = tf.convert_to_tensor(alias, tf.int32)
+        table = _table_tensor(table)
         table_mass = tf.cast(table_mass, tf.float64)
         extra_ids = tf.cast(extra_ids, tf.int64)
         extra_cum = tf.cast(extra_cum, tf.float64)
-        for x, label in ((prob, "prob"), (alias, "alias"), (extra_ids, "extra_ids"),
-                         (extra_cum, "extra_cum")):
+        for x, label in ((extra_ids, "extra_ids"), (extra_cum, "extra_cum")):
             _check_vector(x, label)
         if isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
             if num_samples < 0:
@@ -183,7 +239,7 @@ def alias_mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samp
             raise TypeError("`num_samples` must be a Python int when `unique=True`.")
         seed = _seed_tensor(seed)
         ops = _ops(use_custom_op)
-        args = (prob, alias, table_mass, extra_ids, extra_cum)
+        args = (table, table_mass, extra_ids, extra_cum)
         if unique:
             if ops is not None:
                 samples, num_tries = ops.tf_sampling_alias_mixture_sample_unique(
@@ -199,10 +255,10 @@ def alias_mixture_sample(prob, alias, table_mass, extra_ids, extra_cum, num_samp
         return _alias_tf.mixture_sample(*args, num, seed)
 
 
-def alias_probabilities(prob, alias):
-    """float64 `[n]`: the probability of each class under a table (pure TF; for checks).
+def alias_probabilities(table):
+    """float64 `[n]`: the probability of each class under a table, exactly as drawn up to
+    float64 rounding (pure TF; for checks).
 
-    >>> p = tfs.ops.alias_probabilities(*tfs.ops.alias_build([1.0, 3.0]))  # [0.25, 0.75]
+    >>> p = tfs.ops.alias_probabilities(tfs.ops.alias_build([1.0, 3.0]))  # [0.25, 0.75]
     """
-    return _alias_tf.probabilities(tf.convert_to_tensor(prob, tf.float32),
-                                   tf.convert_to_tensor(alias, tf.int32))
+    return _alias_tf.probabilities(_table_tensor(table))

@@ -77,8 +77,7 @@ class DynamicAliasSampler(CandidateSampler):
         init = self._check_initial_weights(initial_weights)
         self.initial_weights = None if initial_weights is None else init.tolist()
         with tf.init_scope():  # the first table is built eagerly, once
-            prob, alias = ops.alias_build(init)
-            prob, alias = prob.numpy(), alias.numpy()
+            table = ops.alias_build(init).numpy()
 
         def const(value):
             return lambda shape, dtype: tf.constant(value, dtype=dtype, shape=shape)
@@ -96,8 +95,7 @@ class DynamicAliasSampler(CandidateSampler):
 
         self.class_weights = state("class_weights", (v,), "float64", init)
         self.num_positive = state("num_positive", (), "int64", int(np.count_nonzero(init)))
-        self.table_prob = state("table_prob", (v,), "float32", prob)
-        self.table_alias = state("table_alias", (v,), "int32", alias)
+        self.alias_table = state("alias_table", (v,), "int64", table)
         self.table_mass = state("table_mass", (), "float64", float(init.sum()))
         self.pending_ids = state("pending_ids", (self.max_pending,), "int64", 0)
         self.pending_cum = state("pending_cum", (self.max_pending,), "float64", 0.0)
@@ -193,12 +191,12 @@ class DynamicAliasSampler(CandidateSampler):
         replicas.on_every_copy(self._replica_strategy, self._assign_to_copy, w)
 
     def _assign_to_copy(self, w):
-        prob, alias = ops.alias_build(w)  # checks the weights first
-        with tf.control_dependencies([prob, alias]):
+        table = ops.alias_build(w)  # checks the weights first
+        with tf.control_dependencies([table]):
             self._local(self.class_weights).assign(w)
             self._local(self.num_positive).assign(
                 tf.math.count_nonzero(w > 0.0, dtype=tf.int64))
-            self._set_table(prob, alias, tf.reduce_sum(w))
+            self._set_table(table, tf.reduce_sum(w))
 
     def rebuild(self):
         """Rebuilds the alias table from the current weights (O(num_classes))."""
@@ -206,12 +204,10 @@ class DynamicAliasSampler(CandidateSampler):
 
     def _rebuild_copy(self):
         w = tf.convert_to_tensor(self._local(self.class_weights))
-        prob, alias = ops.alias_build(w)
-        self._set_table(prob, alias, tf.reduce_sum(w))
+        self._set_table(ops.alias_build(w), tf.reduce_sum(w))
 
-    def _set_table(self, prob, alias, mass):
-        self._local(self.table_prob).assign(prob)
-        self._local(self.table_alias).assign(alias)
+    def _set_table(self, table, mass):
+        self._local(self.alias_table).assign(table)
         self._local(self.table_mass).assign(mass)
         self._local(self.pending_size).assign(0)
         self._local(self.num_rebuilds).assign_add(1)
@@ -237,8 +233,7 @@ class DynamicAliasSampler(CandidateSampler):
         # (max_pending), so copying one on read costs less than ResourceGather's
         # per-index work (~10x less at 60K pending ids).
         size = tf.convert_to_tensor(self._local(self.pending_size))
-        return (tf.convert_to_tensor(self._local(self.table_prob)),
-                tf.convert_to_tensor(self._local(self.table_alias)),
+        return (tf.convert_to_tensor(self._local(self.alias_table)),
                 tf.convert_to_tensor(self._local(self.table_mass)),
                 tf.convert_to_tensor(self._local(self.pending_ids))[:size],
                 tf.convert_to_tensor(self._local(self.pending_cum))[:size])

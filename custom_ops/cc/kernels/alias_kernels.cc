@@ -42,11 +42,10 @@ namespace alias = ::tf_sampling::alias;
 // Draws per unit of parallel work: small calls stay on the calling thread.
 constexpr int64_t kDrawsPerShard = 16384;
 
-// The inputs of the sampling ops: prob, alias, [table_mass, extra_ids,
-// extra_cum,] num_samples, seed (the bracketed ones for the mixture ops).
+// The inputs of the sampling ops: table, [table_mass, extra_ids, extra_cum,]
+// num_samples, seed (the bracketed ones for the mixture ops).
 struct SampleArgs {
-  const float* prob = nullptr;
-  const int32* alias = nullptr;
+  const uint64_t* table = nullptr;
   int64_t n = 0;
   int64_t num = 0;
   alias::PhiloxKey key;
@@ -57,20 +56,14 @@ struct SampleArgs {
 // (callers return if !ctx->status().ok()).
 template <typename Tnum, typename Tseed>
 void ReadSampleArgs(OpKernelContext* ctx, bool mixture, SampleArgs* args) {
-  const Tensor& prob = ctx->input(0);
-  const Tensor& alias_t = ctx->input(1);
-  const int num_index = mixture ? 5 : 2;
+  const Tensor& table = ctx->input(0);
+  const int num_index = mixture ? 4 : 1;
   const Tensor& num_t = ctx->input(num_index);
   const Tensor& seed = ctx->input(num_index + 1);
-  OP_REQUIRES(ctx, TensorShapeUtils::IsVector(prob.shape()),
-              errors::InvalidArgument("`prob` must be a vector, got shape ",
-                                      prob.shape().DebugString()));
-  OP_REQUIRES(ctx, prob.shape() == alias_t.shape(),
-              errors::InvalidArgument(
-                  "`prob` and `alias` must have the same shape, got ",
-                  prob.shape().DebugString(), " and ",
-                  alias_t.shape().DebugString()));
-  args->n = prob.NumElements();
+  OP_REQUIRES(ctx, TensorShapeUtils::IsVector(table.shape()),
+              errors::InvalidArgument("`table` must be a vector, got shape ",
+                                      table.shape().DebugString()));
+  args->n = table.NumElements();
   OP_REQUIRES(ctx, args->n >= 1,
               errors::InvalidArgument("the alias table is empty"));
   OP_REQUIRES(ctx, args->n <= alias::kMaxClasses,
@@ -90,12 +83,12 @@ void ReadSampleArgs(OpKernelContext* ctx, bool mixture, SampleArgs* args) {
   const auto s = seed.flat<Tseed>();
   args->key =
       alias::MakeKey(static_cast<int64_t>(s(0)), static_cast<int64_t>(s(1)));
-  args->prob = prob.flat<float>().data();
-  args->alias = alias_t.flat<int32>().data();
+  // The int64 entries are read as the uint64 bit patterns they hold.
+  args->table = reinterpret_cast<const uint64_t*>(table.flat<int64_t>().data());
   if (!mixture) return;
-  const Tensor& mass = ctx->input(2);
-  const Tensor& ids = ctx->input(3);
-  const Tensor& cum = ctx->input(4);
+  const Tensor& mass = ctx->input(1);
+  const Tensor& ids = ctx->input(2);
+  const Tensor& cum = ctx->input(3);
   OP_REQUIRES(ctx, TensorShapeUtils::IsScalar(mass.shape()),
               errors::InvalidArgument("`table_mass` must be a scalar"));
   OP_REQUIRES(ctx,
@@ -120,20 +113,24 @@ void ReadSampleArgs(OpKernelContext* ctx, bool mixture, SampleArgs* args) {
                   " and total ", total));
 }
 
-// Checks the weights' shape and allocates the table outputs (prob, alias) of a
-// build op; false if the context now holds an error.
-bool AllocateTable(OpKernelContext* ctx, const Tensor& w, Tensor** prob,
-                   Tensor** alias_t) {
+// Checks the weights' shape and allocates the table output of a build op
+// into *table (null for an empty one); false if the context now holds an
+// error.
+bool AllocateTable(OpKernelContext* ctx, const Tensor& w, uint64_t** table) {
   if (!TensorShapeUtils::IsVector(w.shape())) {
     ctx->CtxFailure(__FILE__, __LINE__,
                     errors::InvalidArgument("`weights` must be a vector, got shape ",
                                             w.shape().DebugString()));
     return false;
   }
-  absl::Status s = ctx->allocate_output(0, w.shape(), prob);
-  if (s.ok()) s = ctx->allocate_output(1, w.shape(), alias_t);
-  if (!s.ok()) ctx->CtxFailureWithWarning(__FILE__, __LINE__, s);
-  return s.ok();
+  Tensor* t = nullptr;
+  const absl::Status s = ctx->allocate_output(0, w.shape(), &t);
+  if (!s.ok()) {
+    ctx->CtxFailureWithWarning(__FILE__, __LINE__, s);
+    return false;
+  }
+  *table = reinterpret_cast<uint64_t*>(t->flat<int64_t>().data());
+  return true;
 }
 
 #if !TF_SAMPLING_GPU_LIBRARY
@@ -145,15 +142,12 @@ class AliasBuildOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& w = ctx->input(0);
-    Tensor* prob = nullptr;
-    Tensor* alias_t = nullptr;
-    if (!AllocateTable(ctx, w, &prob, &alias_t)) return;
-    const int64_t n = w.NumElements();
+    uint64_t* table = nullptr;
+    if (!AllocateTable(ctx, w, &table)) return;
     // One thread: the sweep is sequential and reads memory in order; at 1e6
     // classes it takes a few milliseconds.
     const alias::BuildStatus st =
-        alias::BuildSweep(w.flat<T>().data(), n, prob->flat<float>().data(),
-                          alias_t->flat<int32>().data());
+        alias::BuildSweep(w.flat<T>().data(), w.NumElements(), table);
     OP_REQUIRES(ctx, st.code == alias::kBuildOk,
                 errors::InvalidArgument(alias::BuildErrorMessage(st)));
   }
@@ -161,8 +155,9 @@ class AliasBuildOp : public OpKernel {
 
 // The error for alias entries or extra ids outside [0, n).
 absl::Status CorruptTableError(int64_t n) {
-  return errors::InvalidArgument("`alias` or `extra_ids` has entries outside [0, ",
-                                 n, "): not a table made by alias_build");
+  return errors::InvalidArgument("`table` has aliases or `extra_ids` has ids "
+                                 "outside [0, ", n,
+                                 "): not a table made by alias_build");
 }
 
 // The four CPU sampling ops: AliasSample, AliasSampleUnique and their
@@ -208,7 +203,7 @@ class AliasSampleOp : public OpKernel {
     auto work = [&](int64_t begin, int64_t end) {
       const int64_t lo = begin * kDrawsPerShard;
       const int64_t hi = std::min(a.num, end * kDrawsPerShard);
-      if (!alias::DrawMixtureRange(a.prob, a.alias, a.n, a.key, a.mix, lo, hi,
+      if (!alias::DrawMixtureRange(a.table, a.n, a.key, a.mix, lo, hi,
                                    dst + lo)) {
         ok.store(false);
       }
@@ -232,7 +227,7 @@ class AliasSampleOp : public OpKernel {
       ParallelFor(ctx, pieces, /*cost_per_unit=*/alias::kUniquePiece * 40, fn);
     };
     int64_t num_tries = 0, support = -1;
-    const int rc = alias::SampleUnique(a.prob, a.alias, a.n, a.key, a.mix,
+    const int rc = alias::SampleUnique(a.table, a.n, a.key, a.mix,
                                        a.num, out->flat<int64_t>().data(),
                                        &num_tries, &support, parallel_for);
     tries->scalar<int64_t>()() = num_tries;
@@ -295,9 +290,8 @@ class AliasBuildGpuOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& w = ctx->input(0);
-    Tensor* prob = nullptr;
-    Tensor* alias_t = nullptr;
-    if (!AllocateTable(ctx, w, &prob, &alias_t)) return;
+    uint64_t* table = nullptr;
+    if (!AllocateTable(ctx, w, &table)) return;
     const int64_t n = w.NumElements();
     alias::BuildStatus st{alias::kBuildOk, -1, 0.0};
     if (n == 0) st.code = alias::kBuildEmpty;
@@ -311,8 +305,7 @@ class AliasBuildGpuOp : public OpKernel {
                                            &scratch));
     // Waits for the stream: invalid weights must become an error here.
     const int err = ::tf_sampling::gpu_launch::Build<T>(
-        w.flat<T>().data(), n, prob->flat<float>().data(),
-        alias_t->flat<int32>().data(), scratch.flat<int8>().data(),
+        w.flat<T>().data(), n, table, scratch.flat<int8>().data(),
         GpuStream(ctx), &st);
     OP_REQUIRES(ctx, err == 0,
                 errors::Internal("alias build on the GPU failed: ",
@@ -336,7 +329,7 @@ class AliasSampleGpuOp : public OpKernel {
     // A corrupted alias entry yields the bucket id on the GPU (no error is
     // reported, to avoid a device-to-host sync per call; no bad read happens).
     const int err = ::tf_sampling::gpu_launch::Sample(
-        a.prob, a.alias, a.n, a.key, a.num, out->flat<int64_t>().data(),
+        a.table, a.n, a.key, a.num, out->flat<int64_t>().data(),
         GpuStream(ctx));
     OP_REQUIRES(ctx, err == 0,
                 errors::Internal("alias sampling on the GPU failed: ",

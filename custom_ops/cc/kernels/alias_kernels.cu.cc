@@ -13,25 +13,25 @@ namespace gpu_launch {
 size_t BuildScratchBytes(int64_t n) { return gpu::BuildScratchBytes(n); }
 
 template <typename T>
-int Build(const T* weights, int64_t n, float* prob, int32_t* alias,
-          void* scratch, void* stream, alias::BuildStatus* status) {
+int Build(const T* weights, int64_t n, uint64_t* table, void* scratch,
+          void* stream, alias::BuildStatus* status) {
   gpu::DeviceState state;
   const cudaError_t err = gpu::BuildSync(
-      weights, n, prob, alias, scratch, gpu::kDefaultSection,
+      weights, n, table, scratch, gpu::kDefaultSection,
       static_cast<cudaStream_t>(stream), &state);
   *status = state.status;
   return static_cast<int>(err);
 }
 
-template int Build<float>(const float*, int64_t, float*, int32_t*, void*,
-                          void*, alias::BuildStatus*);
-template int Build<double>(const double*, int64_t, float*, int32_t*, void*,
-                           void*, alias::BuildStatus*);
+template int Build<float>(const float*, int64_t, uint64_t*, void*, void*,
+                          alias::BuildStatus*);
+template int Build<double>(const double*, int64_t, uint64_t*, void*, void*,
+                           alias::BuildStatus*);
 
-int Sample(const float* prob, const int32_t* alias, int64_t n,
-           alias::PhiloxKey key, int64_t num, int64_t* out, void* stream) {
+int Sample(const uint64_t* table, int64_t n, alias::PhiloxKey key, int64_t num,
+           int64_t* out, void* stream) {
   return static_cast<int>(gpu::LaunchSample(
-      prob, alias, n, key, num, out, static_cast<cudaStream_t>(stream)));
+      table, n, key, num, out, static_cast<cudaStream_t>(stream)));
 }
 
 const char* ErrorString(int error) {

@@ -19,12 +19,12 @@ size_t BuildScratchBytes(int64_t n);
 // Builds the table on `stream` (a cudaStream_t) and waits for it, to report
 // invalid weights in *status. Returns a cudaError_t (0 on success).
 template <typename T>
-int Build(const T* weights, int64_t n, float* prob, int32_t* alias,
-          void* scratch, void* stream, alias::BuildStatus* status);
+int Build(const T* weights, int64_t n, uint64_t* table, void* scratch,
+          void* stream, alias::BuildStatus* status);
 
 // Enqueues num draws on `stream`. Returns a cudaError_t.
-int Sample(const float* prob, const int32_t* alias, int64_t n,
-           alias::PhiloxKey key, int64_t num, int64_t* out, void* stream);
+int Sample(const uint64_t* table, int64_t n, alias::PhiloxKey key, int64_t num,
+           int64_t* out, void* stream);
 
 const char* ErrorString(int error);
 

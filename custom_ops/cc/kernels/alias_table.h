@@ -7,6 +7,13 @@
 //   An alias table over n classes has n buckets, each of mass 1/n. Bucket i
 //   keeps class i with probability prob[i] and gives class alias[i] otherwise,
 //   so P(class c) = (prob[c] + sum_{i: alias[i] = c} (1 - prob[i])) / n.
+//
+//   Layout: one uint64 per bucket (a TF int64 tensor), alias[i] in the high
+//   and a keep threshold in the low 32 bits (PackEntry): bucket i keeps class
+//   i iff a uniform 32-bit coin < threshold, so prob[i] = threshold / 2^32,
+//   and a bucket that always keeps has alias[i] = i. A draw reads one 8-byte
+//   entry, one cache line: with two arrays it took two random reads, and at
+//   1e6+ classes those cache misses are what a draw costs.
 //   With q_i = n * w_i / W, "light" classes (q < 1) have a deficit 1 - q to be
 //   filled and "heavy" ones (q >= 1) an excess q - 1 to give away.
 //
@@ -27,43 +34,46 @@
 //   sequential sweep, the split method with any number of sections, the CUDA
 //   build and the TensorFlow fallback make the same decisions and the same
 //   table for the same weights, whatever the thread count. Only W (a double
-//   sum) and the final float32 probabilities are rounded; the table represents
-//   the weights to about 1e-7 relative per class. A class of weight 0 gets
-//   prob 0 and is never an alias target, so it is never drawn.
+//   sum) and the keep probabilities are rounded, to float32 and then up to a
+//   multiple of 2^-32 (the threshold); the table represents the weights to
+//   about 1e-7 relative per class. A class of weight 0 gets threshold 0 and is
+//   never an alias target, so it is never drawn.
 //
 //   Sampling: one Philox-4x32-10 block (Salmon et al., "Parallel random
 //   numbers: as easy as 1, 2, 3", SC 2011) keyed by the seed and counted by the
 //   draw index gives two 64-bit words, one per draw. For a word x,
 //   j = floor(x * n / 2^64) is the bucket, and the next 32 bits of x * n (the
 //   fraction x * n / 2^64 - j, truncated) are a uniform 32-bit coin given j;
-//   the bucket keeps its class iff coin < prob[j] * 2^32. Draw t depends only
+//   the bucket keeps its class iff coin < threshold[j]. Draw t depends only
 //   on (seed, t): the output does not depend on how the work is split between
 //   threads, on the CPU's instruction set, or on the device.
 //
 //   Exactness of the draws: the bucket is uniform up to n / 2^64 relative; the
-//   keep probability of a bucket is ceil(prob[j] * 2^32) / 2^32, at most 2^-32
-//   above prob[j] (never below; 0 and 1 exactly; the float32 prob[j] itself is
-//   rounded by up to 2^-25). So the 32-bit coin moves at most 2^-32 / n of
-//   each bucket's mass from its alias to its own class: at most 2^-32 in total
-//   variation over the whole table, and a zero-weight class is still never
-//   drawn.
+//   keep probability of a bucket is threshold / 2^32 exactly, where threshold
+//   = ceil(p * 2^32) for the float32 keep probability p of the build: at most
+//   2^-32 above p (never below; 0 exactly, and 1 by alias[j] = j). The float32
+//   p itself is rounded by up to 2^-25. So the 32-bit coin moves at most
+//   2^-32 / n of each bucket's mass from its alias to its own class: at most
+//   2^-32 in total variation over the whole table, and a zero-weight class is
+//   still never drawn.
 //
 //   The CPU loop is blocked (see DrawRangeWith): 64 draws' words, buckets and
 //   coins at a time (with AVX2 where the CPU has it, chosen at run time: no
-//   -march flag), prefetches of their table rows, and a branch-free select one
-//   block behind, so that cache misses overlap.
+//   -march flag), prefetches of their table entries, and a branch-free select
+//   one block behind, so that cache misses overlap.
 //
 // COST
 //   Build: O(n) time, sequential reads, no extra memory (sweep); O(n) work and
-//   O(n) extra memory, O(n / p + log n) depth (split). Draw: O(1), two random
-//   reads per sample. Unique draws: O(1) expected per draw, with a bitmap of
+//   O(n) extra memory, O(n / p + log n) depth (split). Draw: O(1), one random
+//   8-byte read per sample; the table takes 8n bytes. Unique draws: O(1) expected per draw, with a bitmap of
 //   the n classes or, when that would be larger, a hash set.
 //
 // SOURCE
 //   M. D. Vose, "A linear algorithm for generating random numbers with a given
 //   distribution", IEEE TSE 1991; L. Huebschle-Schneider and P. Sanders, above;
-//   J. K. Salmon, M. A. Moraes, R. O. Dror, D. E. Shaw, above. The layout
-//   follows tensorflow/core/lib/random/distribution_sampler.h.
+//   J. K. Salmon, M. A. Moraes, R. O. Dror, D. E. Shaw, above. The layout of
+//   this comment follows tensorflow/core/lib/random/distribution_sampler.h,
+//   whose table also packs each bucket's (prob, alias) pair.
 
 #ifndef TF_SAMPLING_CUSTOM_OPS_CC_KERNELS_ALIAS_TABLE_H_
 #define TF_SAMPLING_CUSTOM_OPS_CC_KERNELS_ALIAS_TABLE_H_
@@ -178,13 +188,26 @@ TFS_HD void BucketAndCoin(uint64_t x, uint64_t n, uint64_t* j, uint32_t* coin) {
   *coin = static_cast<uint32_t>((x * n) >> 32);
 }
 
-// Whether bucket j keeps its own class: coin < prob * 2^32, compared exactly
-// (prob * 2^32 is exact in double). So the keep probability is
-// ceil(prob * 2^32) / 2^32: at most 2^-32 above prob, never below; 0 stays 0
-// (a zero-weight class is never kept) and 1 stays 1.
-TFS_HD bool KeepBucket(uint32_t coin, float prob) {
-  return static_cast<double>(coin) < static_cast<double>(prob) * kFixedOne;
+// ---------------------------------------------------------------- entries
+
+constexpr uint32_t kAlwaysKeep = 0xFFFFFFFFu;
+
+// The table entry of bucket i with keep probability p and alias a (see the
+// top of the file): threshold ceil(p * 2^32) (exact in double), so that
+// coin < threshold <=> coin < p * 2^32; p >= 1 gives alias i (the bucket is
+// class i whatever the coin) and p <= 0 threshold 0 (never kept).
+TFS_HD uint64_t PackEntry(int64_t i, float p, int32_t a) {
+  if (p >= 1.0f) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(i)) << 32) | kAlwaysKeep;
+  }
+  const uint32_t threshold =
+      p > 0.0f ? static_cast<uint32_t>(ceil(static_cast<double>(p) * kFixedOne))
+               : 0u;
+  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | threshold;
 }
+
+TFS_HD uint32_t EntryThreshold(uint64_t e) { return static_cast<uint32_t>(e); }
+TFS_HD uint32_t EntryAlias(uint64_t e) { return static_cast<uint32_t>(e >> 32); }
 
 // Bucket j, or its alias a. Branch-free: the coin is unpredictable by design.
 // An alias outside [0, n) (a corrupted table) gives the bucket itself and sets
@@ -198,15 +221,20 @@ TFS_HD int64_t SelectAlias(uint64_t j, uint32_t a, bool keep, uint64_t n,
   return jj + ((static_cast<int64_t>(a) - jj) & -use_alias);
 }
 
+// Bucket j's class for a coin, given its table entry e.
+TFS_HD int64_t Resolve(uint64_t j, uint32_t coin, uint64_t e, uint64_t n,
+                       bool* bad) {
+  return SelectAlias(j, EntryAlias(e), coin < EntryThreshold(e), n, bad);
+}
+
 // One draw from the table for the random word x (the GPU kernel and the
 // scalar paths; DrawRange is the blocked CPU version of the same).
-TFS_HD int64_t DrawOne(uint64_t x, uint64_t n, const float* prob,
-                       const int32_t* alias, bool* bad) {
+TFS_HD int64_t DrawOne(uint64_t x, uint64_t n, const uint64_t* table,
+                       bool* bad) {
   uint64_t j;
   uint32_t coin;
   BucketAndCoin(x, n, &j, &coin);
-  return SelectAlias(j, static_cast<uint32_t>(alias[j]),
-                     KeepBucket(coin, prob[j]), n, bad);
+  return Resolve(j, coin, table[j], n, bad);
 }
 
 // ---------------------------------------------------------------- build
@@ -285,8 +313,8 @@ template <typename T>
 TFS_HD void SweepSection(const T* w, double scale, const int32_t* light,
                          const int32_t* heavy, const int64_t* DL, int64_t a,
                          const int64_t* EH, int64_t b, int64_t i,
-                         int64_t i_end, int64_t j, int64_t j_end, float* prob,
-                         int32_t* alias) {
+                         int64_t i_end, int64_t j, int64_t j_end,
+                         uint64_t* table) {
   // Remaining mass of heavy j is 1 + slack / 2^32.
   int64_t slack = j < b ? EH[j + 1] - DL[i] : 0;
   while (i < i_end || j < j_end) {
@@ -295,18 +323,18 @@ TFS_HD void SweepSection(const T* w, double scale, const int32_t* light,
     if (close_heavy) {
       const int32_t h = heavy[j];
       if (j + 1 >= b) {
-        prob[h] = 1.0f;
-        alias[h] = h;
+        table[h] = PackEntry(h, 1.0f, h);
       } else {
-        prob[h] = ClampProb(1.0 + static_cast<double>(slack) * kInvFixedOne);
-        alias[h] = heavy[j + 1];
+        table[h] = PackEntry(
+            h, ClampProb(1.0 + static_cast<double>(slack) * kInvFixedOne),
+            heavy[j + 1]);
       }
       ++j;
       if (j < b) slack += EH[j + 1] - EH[j];
     } else {
       const int32_t l = light[i];
-      prob[l] = ClampProb(Scaled(static_cast<double>(w[l]), scale));
-      alias[l] = heavy[j < b ? j : b - 1];
+      table[l] = PackEntry(l, ClampProb(Scaled(static_cast<double>(w[l]), scale)),
+                           heavy[j < b ? j : b - 1]);
       slack -= DL[i + 1] - DL[i];
       ++i;
     }
@@ -387,25 +415,23 @@ BuildStatus CheckAndSum(const T* w, int64_t n, double* total) {
   return st;
 }
 
-// Sequential sweep build (see the top of the file). prob and alias have n
-// entries. Makes exactly the table of BuildSplit.
+// Sequential sweep build (see the top of the file) into table[0, n). Makes
+// exactly the table of BuildSplit.
 template <typename T>
-void BuildSweepWithTotal(const T* w, int64_t n, double total, float* prob,
-                         int32_t* alias);
+void BuildSweepWithTotal(const T* w, int64_t n, double total, uint64_t* table);
 
 template <typename T>
-BuildStatus BuildSweep(const T* w, int64_t n, float* prob, int32_t* alias) {
+BuildStatus BuildSweep(const T* w, int64_t n, uint64_t* table) {
   double total = 0.0;
   BuildStatus st = CheckAndSum(w, n, &total);
-  if (st.code == kBuildOk) BuildSweepWithTotal(w, n, total, prob, alias);
+  if (st.code == kBuildOk) BuildSweepWithTotal(w, n, total, table);
   return st;
 }
 
 // The sweep for checked weights of sum `total` (the GPU harness passes the
 // GPU's sum to compare tables bit for bit).
 template <typename T>
-void BuildSweepWithTotal(const T* w, int64_t n, double total, float* prob,
-                         int32_t* alias) {
+void BuildSweepWithTotal(const T* w, int64_t n, double total, uint64_t* table) {
   const double scale = static_cast<double>(n) / total;
   auto q = [&](int64_t k) { return Scaled(static_cast<double>(w[k]), scale); };
   auto next_light = [&](int64_t k) {
@@ -419,8 +445,7 @@ void BuildSweepWithTotal(const T* w, int64_t n, double total, float* prob,
   int64_t j = next_heavy(0);
   if (j == n) {  // all q < 1 only by rounding: the weights are all equal
     for (int64_t k = 0; k < n; ++k) {
-      prob[k] = 1.0f;
-      alias[k] = static_cast<int32_t>(k);
+      table[k] = PackEntry(k, 1.0f, static_cast<int32_t>(k));
     }
     return;
   }
@@ -431,19 +456,18 @@ void BuildSweepWithTotal(const T* w, int64_t n, double total, float* prob,
     const bool close_heavy = i == n || (jn < n && slack <= 0);
     if (close_heavy) {
       if (jn == n) {  // the last heavy, after every light
-        prob[j] = 1.0f;
-        alias[j] = static_cast<int32_t>(j);
+        table[j] = PackEntry(j, 1.0f, static_cast<int32_t>(j));
         break;
       }
-      prob[j] = ClampProb(1.0 + static_cast<double>(slack) * kInvFixedOne);
-      alias[j] = static_cast<int32_t>(jn);
+      table[j] = PackEntry(
+          j, ClampProb(1.0 + static_cast<double>(slack) * kInvFixedOne),
+          static_cast<int32_t>(jn));
       j = jn;
       jn = next_heavy(j + 1);
       slack += Excess(q(j));
     } else {
       const double qi = q(i);
-      prob[i] = ClampProb(qi);
-      alias[i] = static_cast<int32_t>(j);
+      table[i] = PackEntry(i, ClampProb(qi), static_cast<int32_t>(j));
       slack -= Deficit(qi);
       i = next_light(i + 1);
     }
@@ -456,8 +480,7 @@ void BuildSweepWithTotal(const T* w, int64_t n, double total, float* prob,
 // SweepSection per thread.
 template <typename T, typename ParallelFor>
 BuildStatus BuildSplit(const T* w, int64_t n, int64_t section_size,
-                       float* prob, int32_t* alias,
-                       const ParallelFor& parallel_for) {
+                       uint64_t* table, const ParallelFor& parallel_for) {
   double total = 0.0;
   BuildStatus st = CheckAndSum(w, n, &total);
   if (st.code != kBuildOk) return st;
@@ -478,8 +501,7 @@ BuildStatus BuildSplit(const T* w, int64_t n, int64_t section_size,
   const int64_t b = static_cast<int64_t>(heavy.size());
   if (b == 0) {
     for (int64_t k = 0; k < n; ++k) {
-      prob[k] = 1.0f;
-      alias[k] = static_cast<int32_t>(k);
+      table[k] = PackEntry(k, 1.0f, static_cast<int32_t>(k));
     }
     return st;
   }
@@ -495,7 +517,7 @@ BuildStatus BuildSplit(const T* w, int64_t n, int64_t section_size,
       const int64_t k1 = std::min((p + 1) * section_size, n);
       SweepSection(w, scale, light.data(), heavy.data(), DL.data(), a,
                    EH.data(), b, split[p], split[p + 1], k0 - split[p],
-                   k1 - split[p + 1], prob, alias);
+                   k1 - split[p + 1], table);
     }
   });
   return st;
@@ -538,14 +560,13 @@ inline void BlockBucketsGeneric(const PhiloxKey& key, uint64_t p0, uint64_t n,
 
 // Resolves draws [0, len) of a block: out[m] = bucket[m] or its alias.
 // Returns false if an alias was out of range.
-inline bool ResolveGeneric(const float* prob, const int32_t* alias,
-                           uint64_t n, const uint32_t* bucket,
-                           const uint32_t* coin, int len, int64_t* out) {
+inline bool ResolveGeneric(const uint64_t* table, uint64_t n,
+                           const uint32_t* bucket, const uint32_t* coin,
+                           int len, int64_t* out) {
   bool bad = false;
   for (int m = 0; m < len; ++m) {
     const uint32_t j = bucket[m];
-    out[m] = SelectAlias(j, static_cast<uint32_t>(alias[j]),
-                         KeepBucket(coin[m], prob[j]), n, &bad);
+    out[m] = Resolve(j, coin[m], table[j], n, &bad);
   }
   return !bad;
 }
@@ -670,18 +691,14 @@ __attribute__((target("avx2"))) inline void BlockBuckets(const PhiloxKey& key,
 }
 
 // Resolves draws [0, len) of a block: out[m] = bucket[m] or its alias, exactly
-// as SelectAlias(..., KeepBucket(coin[m], prob[bucket[m]]), ...) decides (also
-// for prob outside [0, 1] or NaN). Returns false if an alias was out of range.
+// as Resolve decides. Returns false if an alias was out of range.
 __attribute__((target("avx2"))) inline bool Resolve(
-    const float* prob, const int32_t* alias, uint64_t n, const uint32_t* bucket,
+    const uint64_t* table, uint64_t n, const uint32_t* bucket,
     const uint32_t* coin, int len, int64_t* out) {
   const __m256i sign = _mm256_set1_epi32(static_cast<int>(0x80000000u));
-  const __m256 two32 = _mm256_set1_ps(4294967296.0f);
-  const __m256 two31 = _mm256_set1_ps(2147483648.0f);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256 zero = _mm256_setzero_ps();
   const __m256i n_biased = _mm256_set1_epi32(
       static_cast<int>(static_cast<uint32_t>(n) ^ 0x80000000u));
+  const long long* base = reinterpret_cast<const long long*>(table);
   int bad = 0;
   int m = 0;
   for (; m + 8 <= len; m += 8) {
@@ -689,23 +706,23 @@ __attribute__((target("avx2"))) inline bool Resolve(
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bucket + m));
     const __m256i c =
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(coin + m));
-    const __m256 p = _mm256_i32gather_ps(prob, j, 4);
-    const __m256i a = _mm256_i32gather_epi32(alias, j, 4);
-    // coin < p 2^32 <=> coin < ceil(p 2^32), an integer-valued float (p 2^32
-    // is exact) converted to uint32 exactly in two ranges; p >= 1 always
-    // keeps and p <= 0 (or NaN) never does, as in KeepBucket.
-    const __m256 t = _mm256_ceil_ps(_mm256_mul_ps(p, two32));
-    const __m256i t_low = _mm256_cvttps_epi32(t);
-    const __m256i t_high =
-        _mm256_xor_si256(_mm256_cvttps_epi32(_mm256_sub_ps(t, two31)), sign);
-    const __m256i thr = _mm256_blendv_epi8(
-        t_low, t_high, _mm256_castps_si256(_mm256_cmp_ps(t, two31, _CMP_GE_OQ)));
-    const __m256i below = _mm256_cmpgt_epi32(_mm256_xor_si256(thr, sign),
-                                             _mm256_xor_si256(c, sign));
-    const __m256i keep = _mm256_or_si256(
-        _mm256_and_si256(below, _mm256_castps_si256(
-                                    _mm256_cmp_ps(p, zero, _CMP_GT_OQ))),
-        _mm256_castps_si256(_mm256_cmp_ps(p, one, _CMP_GE_OQ)));
+    // Entries of draws 0-3 and 4-7: 64-bit lanes (threshold | alias << 32).
+    const __m256i e0 = _mm256_i32gather_epi64(base, _mm256_castsi256_si128(j), 8);
+    const __m256i e1 =
+        _mm256_i32gather_epi64(base, _mm256_extracti128_si256(j, 1), 8);
+    // Low halves (thresholds) and high halves (aliases) in draw order: the
+    // shuffle gives e0[0] e0[1] e1[0] e1[1] | e0[2] e0[3] e1[2] e1[3].
+    const __m256 f0 = _mm256_castsi256_ps(e0);
+    const __m256 f1 = _mm256_castsi256_ps(e1);
+    const __m256i thr = _mm256_permute4x64_epi64(
+        _mm256_castps_si256(_mm256_shuffle_ps(f0, f1, _MM_SHUFFLE(2, 0, 2, 0))),
+        _MM_SHUFFLE(3, 1, 2, 0));
+    const __m256i a = _mm256_permute4x64_epi64(
+        _mm256_castps_si256(_mm256_shuffle_ps(f0, f1, _MM_SHUFFLE(3, 1, 3, 1))),
+        _MM_SHUFFLE(3, 1, 2, 0));
+    // Unsigned compares through the sign bit: keep = coin < threshold.
+    const __m256i keep = _mm256_cmpgt_epi32(_mm256_xor_si256(thr, sign),
+                                            _mm256_xor_si256(c, sign));
     const __m256i ok =
         _mm256_cmpgt_epi32(n_biased, _mm256_xor_si256(a, sign));  // a < n
     bad |= _mm256_movemask_ps(_mm256_castsi256_ps(ok)) ^ 0xFF;
@@ -715,7 +732,7 @@ __attribute__((target("avx2"))) inline bool Resolve(
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + m + 4),
                         _mm256_cvtepu32_epi64(_mm256_extracti128_si256(r, 1)));
   }
-  return ResolveGeneric(prob, alias, n, bucket + m, coin + m, len - m, out + m) &&
+  return ResolveGeneric(table, n, bucket + m, coin + m, len - m, out + m) &&
          bad == 0;
 }
 
@@ -727,8 +744,8 @@ __attribute__((target("avx2"))) inline bool Resolve(
 struct BlockFunctions {
   void (*words)(const PhiloxKey&, uint64_t, uint64_t*);
   void (*buckets)(const PhiloxKey&, uint64_t, uint64_t, uint32_t*, uint32_t*);
-  bool (*resolve)(const float*, const int32_t*, uint64_t, const uint32_t*,
-                  const uint32_t*, int, int64_t*);
+  bool (*resolve)(const uint64_t*, uint64_t, const uint32_t*, const uint32_t*,
+                  int, int64_t*);
   bool vectorized;
 };
 
@@ -755,17 +772,16 @@ inline const BlockFunctions& CpuBlockFunctions() {
 
 // Draws [begin, end) of the stream for `key` into out[0 .. end - begin), with
 // the block functions `f`. Returns false if a corrupted alias entry was met.
-inline bool DrawRangeWith(const BlockFunctions& f, const float* prob,
-                          const int32_t* alias, int64_t n,
-                          const PhiloxKey& key, int64_t begin, int64_t end,
-                          int64_t* out) {
+inline bool DrawRangeWith(const BlockFunctions& f, const uint64_t* table,
+                          int64_t n, const PhiloxKey& key, int64_t begin,
+                          int64_t end, int64_t* out) {
   const uint64_t un = static_cast<uint64_t>(n);
   bool bad = false;
   int64_t t = begin;
   if (t < end && (t & 1)) {  // odd start: second half of a pair
     uint64_t x0, x1;
     DrawPair(key, static_cast<uint64_t>(t) >> 1, &x0, &x1);
-    *out++ = DrawOne(x1, un, prob, alias, &bad);
+    *out++ = DrawOne(x1, un, table, &bad);
     ++t;
   }
   const int64_t blocks = (end - t + kBlockDraws - 1) / kBlockDraws;
@@ -777,8 +793,7 @@ inline bool DrawRangeWith(const BlockFunctions& f, const float* prob,
     f.buckets(key, static_cast<uint64_t>(start) >> 1, un, bucket[s], coin[s]);
     const int len = static_cast<int>(std::min<int64_t>(kBlockDraws, end - start));
     for (int m = 0; m < len; ++m) {
-      __builtin_prefetch(prob + bucket[s][m]);
-      __builtin_prefetch(alias + bucket[s][m]);
+      __builtin_prefetch(table + bucket[s][m]);
     }
   };
   stage(0, t);
@@ -786,18 +801,16 @@ inline bool DrawRangeWith(const BlockFunctions& f, const float* prob,
     const int s = static_cast<int>(b & 1);
     if (b + 1 < blocks) stage(s ^ 1, t + kBlockDraws);
     const int len = static_cast<int>(std::min<int64_t>(kBlockDraws, end - t));
-    if (!f.resolve(prob, alias, un, bucket[s], coin[s], len, out)) bad = true;
+    if (!f.resolve(table, un, bucket[s], coin[s], len, out)) bad = true;
     out += len;
     t += len;
   }
   return !bad;
 }
 
-inline bool DrawRange(const float* prob, const int32_t* alias, int64_t n,
-                      const PhiloxKey& key, int64_t begin, int64_t end,
-                      int64_t* out) {
-  return DrawRangeWith(CpuBlockFunctions(), prob, alias, n, key, begin, end,
-                       out);
+inline bool DrawRange(const uint64_t* table, int64_t n, const PhiloxKey& key,
+                      int64_t begin, int64_t end, int64_t* out) {
+  return DrawRangeWith(CpuBlockFunctions(), table, n, key, begin, end, out);
 }
 
 // A weighted list of extra ids drawn together with a table: a draw comes from
@@ -818,11 +831,11 @@ struct Mixture {
 // choose the component, the second word draws from it (DrawOne for the
 // table). Returns false if a corrupted alias entry or an extra id outside
 // [0, n) was met (such draws give the bucket / id 0).
-inline bool DrawMixtureRangeWith(const BlockFunctions& f, const float* prob,
-                                 const int32_t* alias, int64_t n,
+inline bool DrawMixtureRangeWith(const BlockFunctions& f,
+                                 const uint64_t* table, int64_t n,
                                  const PhiloxKey& key, const Mixture& mix,
                                  int64_t begin, int64_t end, int64_t* out) {
-  if (mix.m == 0) return DrawRangeWith(f, prob, alias, n, key, begin, end, out);
+  if (mix.m == 0) return DrawRangeWith(f, table, n, key, begin, end, out);
   const uint64_t un = static_cast<uint64_t>(n);
   const double scale = (mix.table_mass + mix.cum[mix.m - 1]) / kTwoPow53;
   bool bad = false;
@@ -842,8 +855,7 @@ inline bool DrawMixtureRangeWith(const BlockFunctions& f, const float* prob,
         uint64_t j;
         BucketAndCoin(words[2 * i + 1], un, &j, &coin[i]);
         bucket[i] = static_cast<uint32_t>(j);
-        __builtin_prefetch(prob + j);
-        __builtin_prefetch(alias + j);
+        __builtin_prefetch(table + j);
       } else {
         const double v = u - mix.table_mass;
         int64_t k = std::upper_bound(mix.cum, mix.cum + mix.m, v) - mix.cum;
@@ -857,8 +869,7 @@ inline bool DrawMixtureRangeWith(const BlockFunctions& f, const float* prob,
     for (int i = 0; i < len; ++i) {
       if (from_table[i]) {
         const uint32_t j = bucket[i];
-        out[i] = SelectAlias(j, static_cast<uint32_t>(alias[j]),
-                             KeepBucket(coin[i], prob[j]), un, &bad);
+        out[i] = Resolve(j, coin[i], table[j], un, &bad);
       }
     }
     out += len;
@@ -866,22 +877,23 @@ inline bool DrawMixtureRangeWith(const BlockFunctions& f, const float* prob,
   return !bad;
 }
 
-inline bool DrawMixtureRange(const float* prob, const int32_t* alias, int64_t n,
+inline bool DrawMixtureRange(const uint64_t* table, int64_t n,
                              const PhiloxKey& key, const Mixture& mix,
                              int64_t begin, int64_t end, int64_t* out) {
-  return DrawMixtureRangeWith(CpuBlockFunctions(), prob, alias, n, key, mix,
-                              begin, end, out);
+  return DrawMixtureRangeWith(CpuBlockFunctions(), table, n, key, mix, begin,
+                              end, out);
 }
 
 // Number of classes with positive probability under the table (and the
 // extra ids of positive weight).
-inline int64_t SupportSize(const float* prob, const int32_t* alias, int64_t n,
+inline int64_t SupportSize(const uint64_t* table, int64_t n,
                            const Mixture& mix = Mixture()) {
   std::vector<char> hit(n, 0);
   for (int64_t i = 0; i < n; ++i) {
-    if (prob[i] > 0.0f) hit[i] = 1;
-    const uint32_t a = static_cast<uint32_t>(alias[i]);
-    if (prob[i] < 1.0f && a < static_cast<uint64_t>(n)) hit[a] = 1;
+    // A threshold below 2^32 leaves the alias at least 2^-32 of the bucket.
+    const uint32_t a = EntryAlias(table[i]);
+    if (EntryThreshold(table[i]) > 0) hit[i] = 1;
+    if (a < static_cast<uint64_t>(n)) hit[a] = 1;
   }
   if (!(mix.table_mass > 0.0)) std::fill(hit.begin(), hit.end(), 0);
   for (int64_t k = 0; k < mix.m; ++k) {
@@ -895,13 +907,14 @@ inline int64_t SupportSize(const float* prob, const int32_t* alias, int64_t n,
 }
 
 // P(class) implied by a table, in double (for tests and diagnostics).
-inline std::vector<double> ImpliedProbabilities(const float* prob,
-                                                const int32_t* alias,
+// The table must be valid (aliases in [0, n)).
+inline std::vector<double> ImpliedProbabilities(const uint64_t* table,
                                                 int64_t n) {
   std::vector<double> p(n, 0.0);
   for (int64_t i = 0; i < n; ++i) {
-    p[i] += prob[i];
-    p[alias[i]] += 1.0 - static_cast<double>(prob[i]);
+    const double keep = EntryThreshold(table[i]) * kInvFixedOne;
+    p[i] += keep;
+    p[EntryAlias(table[i])] += 1.0 - keep;
   }
   for (double& v : p) v /= static_cast<double>(n);
   return p;
@@ -1020,8 +1033,8 @@ constexpr int64_t kUniquePiece = 4096;
 // parallel_for(num_pieces, fn(begin, end)); the result does not depend on
 // the rounds or pieces.
 template <typename ParallelFor>
-int SampleUnique(const float* prob, const int32_t* alias, int64_t n,
-                 const PhiloxKey& key, const Mixture& mix, int64_t k,
+int SampleUnique(const uint64_t* table, int64_t n, const PhiloxKey& key,
+                 const Mixture& mix, int64_t k,
                  int64_t* out, int64_t* num_tries, int64_t* support,
                  const ParallelFor& parallel_for) {
   *num_tries = 0;
@@ -1041,8 +1054,8 @@ int SampleUnique(const float* prob, const int32_t* alias, int64_t n,
       for (int64_t p = b; p < e; ++p) {
         const int64_t s = p * kUniquePiece;
         const int64_t t = std::min(len, s + kUniquePiece);
-        piece_ok[p] = DrawMixtureRangeWith(f, prob, alias, n, key, mix,
-                                           pos + s, pos + t, buf.data() + s);
+        piece_ok[p] = DrawMixtureRangeWith(f, table, n, key, mix, pos + s,
+                                           pos + t, buf.data() + s);
       }
     });
     for (char c : piece_ok) {
@@ -1059,7 +1072,7 @@ int SampleUnique(const float* prob, const int32_t* alias, int64_t n,
     // Slow progress may mean that fewer than k classes can be drawn at all.
     if (!support_checked && pos > 64 * k + (int64_t{1} << 20)) {
       support_checked = true;
-      *support = SupportSize(prob, alias, n, mix);
+      *support = SupportSize(table, n, mix);
       if (*support < k) return kUniqueTooFew;
     }
     if (pos > (int64_t{1} << 36)) return kUniqueTooManyTries;
@@ -1068,12 +1081,11 @@ int SampleUnique(const float* prob, const int32_t* alias, int64_t n,
 
 // The table alone.
 template <typename ParallelFor>
-int SampleUnique(const float* prob, const int32_t* alias, int64_t n,
-                 const PhiloxKey& key, int64_t k, int64_t* out,
-                 int64_t* num_tries, int64_t* support,
+int SampleUnique(const uint64_t* table, int64_t n, const PhiloxKey& key,
+                 int64_t k, int64_t* out, int64_t* num_tries, int64_t* support,
                  const ParallelFor& parallel_for) {
-  return SampleUnique(prob, alias, n, key, Mixture(), k, out, num_tries,
-                      support, parallel_for);
+  return SampleUnique(table, n, key, Mixture(), k, out, num_tries, support,
+                      parallel_for);
 }
 
 }  // namespace alias

@@ -64,18 +64,48 @@ static void TestPhiloxKnownAnswers() {
 
 // Validity of a table and its distance to the weights.
 template <typename T>
-static void CheckTable(const std::vector<T>& w, const std::vector<float>& prob,
-                       const std::vector<int32_t>& alias, const char* what) {
+static void CheckTable(const std::vector<T>& w, const std::vector<uint64_t>& table,
+                       const char* what) {
   const int64_t n = static_cast<int64_t>(w.size());
   double total = 0;
   for (T v : w) total += static_cast<double>(v);
+  // The build's own sum and scale, to know which classes are light.
+  double build_total = 0;
+  CheckAndSum(w.data(), n, &build_total);
+  const double scale = static_cast<double>(n) / build_total;
+  std::vector<char> heavy(n);
   for (int64_t i = 0; i < n; ++i) {
-    CHECK(prob[i] >= 0.0f && prob[i] <= 1.0f, "%s: prob[%lld] = %g", what,
-          (long long)i, prob[i]);
-    CHECK(alias[i] >= 0 && alias[i] < n, "%s: alias[%lld] = %d", what,
-          (long long)i, alias[i]);
+    heavy[i] = !(Scaled(static_cast<double>(w[i]), scale) < 1.0);
   }
-  const std::vector<double> p = ImpliedProbabilities(prob.data(), alias.data(), n);
+  bool aliases_ok = true;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t thr = EntryThreshold(table[i]);
+    const uint32_t a = EntryAlias(table[i]);
+    const bool always = thr == kAlwaysKeep;
+    aliases_ok &= a < static_cast<uint64_t>(n);
+    CHECK(a < static_cast<uint64_t>(n), "%s: alias[%lld] = %u", what, (long long)i, a);
+    // A bucket that always keeps names itself; any other alias target is a
+    // heavy (only heavies give mass away), so never a zero-weight class.
+    if (a < static_cast<uint64_t>(n)) {
+      CHECK(always ? a == i : heavy[a] && a != i,
+            "%s: bucket %lld (threshold %u) has alias %u", what, (long long)i, thr, a);
+      CHECK(w[a] != 0, "%s: zero-weight class %u is the alias of bucket %lld", what, a,
+            (long long)i);
+    }
+    // A zero-weight class never keeps its own bucket.
+    if (w[i] == 0) CHECK(thr == 0, "%s: zero weight %lld has threshold %u", what, (long long)i, thr);
+    // A light keeps its bucket with its scaled weight as a float32, rounded
+    // up to the threshold ceil(p 2^32); exactly threshold / 2^32 at the draw.
+    if (!heavy[i]) {
+      const float f = ClampProb(Scaled(static_cast<double>(w[i]), scale));
+      const uint32_t want = f >= 1.0f ? kAlwaysKeep
+                                      : static_cast<uint32_t>(std::ceil(static_cast<double>(f) * 4294967296.0));
+      CHECK(thr == want, "%s: light %lld has threshold %u, want %u (p = %.9g)", what,
+            (long long)i, thr, want, f);
+    }
+  }
+  if (!aliases_ok) return;  // ImpliedProbabilities needs valid aliases
+  const std::vector<double> p = ImpliedProbabilities(table.data(), n);
   double tv = 0;
   for (int64_t i = 0; i < n; ++i) {
     const double target = static_cast<double>(w[i]) / total;
@@ -83,29 +113,30 @@ static void CheckTable(const std::vector<T>& w, const std::vector<float>& prob,
     if (w[i] == 0) CHECK(p[i] == 0.0, "%s: zero weight %lld has p = %g", what, (long long)i, p[i]);
   }
   // Each bucket's keep probability is a float32 (error <= 2^-25 of a bucket of
-  // mass 1/n), and each bucket feeds two classes: TV <= 2^-24 plus the
-  // fixed-point truncation (2^-32 per bucket). 1e-6 leaves a margin of 16x.
+  // mass 1/n) rounded up to a multiple of 2^-32 (the threshold), and each
+  // bucket feeds two classes: TV <= 2^-24 + 2^-32 plus the fixed-point
+  // truncation (2^-32 per bucket). 1e-6 leaves a margin of 16x.
   CHECK(tv <= 1e-6, "%s: total variation to the weights %g", what, tv);
 }
 
 template <typename T>
 static void TestBuild(const std::vector<T>& w, const char* what) {
   const int64_t n = static_cast<int64_t>(w.size());
-  std::vector<float> prob(n, -1.0f), prob2(n, -1.0f);
-  std::vector<int32_t> alias(n, -1), alias2(n, -1);
-  BuildStatus st = BuildSweep(w.data(), n, prob.data(), alias.data());
+  // Poison (alias 0xFFFFFFFF, out of range): every entry must be written.
+  const uint64_t kPoison = ~uint64_t{0};
+  std::vector<uint64_t> table(n, kPoison), table2(n, kPoison);
+  BuildStatus st = BuildSweep(w.data(), n, table.data());
   CHECK(st.code == kBuildOk, "%s: sweep failed: %s", what, BuildErrorMessage(st).c_str());
   if (st.code != kBuildOk) return;
-  CheckTable(w, prob, alias, what);
+  CheckTable(w, table, what);
   // The split method with any section size makes the very same table.
   const int64_t sizes[] = {1, 2, 3, 7, 64, 1000, n};
   for (int64_t s : sizes) {
-    std::fill(prob2.begin(), prob2.end(), -1.0f);
-    std::fill(alias2.begin(), alias2.end(), -1);
-    st = BuildSplit(w.data(), n, s, prob2.data(), alias2.data(), ShuffledFor());
+    std::fill(table2.begin(), table2.end(), kPoison);
+    st = BuildSplit(w.data(), n, s, table2.data(), ShuffledFor());
     CHECK(st.code == kBuildOk, "%s: split failed", what);
     int64_t diff = 0;
-    for (int64_t i = 0; i < n; ++i) diff += prob[i] != prob2[i] || alias[i] != alias2[i];
+    for (int64_t i = 0; i < n; ++i) diff += table[i] != table2[i];
     CHECK(diff == 0, "%s: split(section=%lld) differs from sweep in %lld entries",
           what, (long long)s, (long long)diff);
   }
@@ -147,8 +178,7 @@ static void TestBuilds() {
 }
 
 static void TestErrors() {
-  float prob[4];
-  int32_t alias[4];
+  uint64_t table[4];
   const float inf = std::numeric_limits<float>::infinity();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   struct Case {
@@ -163,13 +193,13 @@ static void TestErrors() {
       {{}, kBuildEmpty, -1},
   };
   for (const Case& c : cases) {
-    BuildStatus st = BuildSweep(c.w.data(), static_cast<int64_t>(c.w.size()), prob, alias);
+    BuildStatus st = BuildSweep(c.w.data(), static_cast<int64_t>(c.w.size()), table);
     CHECK(st.code == c.code && st.index == c.index, "error case: got code %d index %lld (%s)",
           st.code, (long long)st.index, BuildErrorMessage(st).c_str());
     CHECK(!BuildErrorMessage(st).empty(), "error case without a message");
   }
   std::vector<double> big(3, 1e308);
-  BuildStatus st = BuildSweep(big.data(), 3, prob, alias);
+  BuildStatus st = BuildSweep(big.data(), 3, table);
   CHECK(st.code == kBuildSumOverflow, "overflowing sum not caught");
 }
 
@@ -180,13 +210,12 @@ static void TestSampling() {
   std::uniform_real_distribution<double> unif(0.0, 1.0);
   std::vector<float> w(n);
   for (int i = 0; i < n; ++i) w[i] = (i % 8 == 5) ? 0.0f : static_cast<float>(unif(rng) * (i + 1));
-  std::vector<float> prob(n);
-  std::vector<int32_t> alias(n);
-  BuildSweep(w.data(), n, prob.data(), alias.data());
+  std::vector<uint64_t> table(n);
+  BuildSweep(w.data(), n, table.data());
   const int64_t N = 2000000;
   std::vector<int64_t> draws(N);
   const PhiloxKey key = MakeKey(12345, -678);
-  CHECK(DrawRange(prob.data(), alias.data(), n, key, 0, N, draws.data()), "bad alias flagged");
+  CHECK(DrawRange(table.data(), n, key, 0, N, draws.data()), "bad alias flagged");
   std::vector<double> counts(n, 0.0);
   for (int64_t d : draws) counts[d] += 1;
   double total = 0, chi2 = 0;
@@ -210,59 +239,106 @@ static void TestSampling() {
   std::vector<int64_t> pieces(N);
   for (int64_t s = 0; s < 1000; s += 7) {
     const int64_t e = std::min<int64_t>(1000, s + 7);
-    DrawRange(prob.data(), alias.data(), n, key, s, e, pieces.data() + s);
+    DrawRange(table.data(), n, key, s, e, pieces.data() + s);
   }
   CHECK(std::equal(pieces.begin(), pieces.begin() + 1000, draws.begin()),
         "stream depends on the chunking");
   // Another seed gives another stream; the same seed the same.
   std::vector<int64_t> other(1000), again(1000);
-  DrawRange(prob.data(), alias.data(), n, MakeKey(12345, -677), 0, 1000, other.data());
-  DrawRange(prob.data(), alias.data(), n, key, 0, 1000, again.data());
+  DrawRange(table.data(), n, MakeKey(12345, -677), 0, 1000, other.data());
+  DrawRange(table.data(), n, key, 0, 1000, again.data());
   CHECK(!std::equal(other.begin(), other.end(), draws.begin()), "seeds collide");
   CHECK(std::equal(again.begin(), again.end(), draws.begin()), "seed does not repeat");
 
-  // A corrupted table is flagged, never read out of range.
-  std::vector<int32_t> bad_alias(n, 1 << 30);
-  std::vector<float> zero_prob(n, 0.0f);
+  // A corrupted table is flagged, never read out of range: every bucket
+  // gives its alias (threshold 0), and the alias is 2^30.
+  const std::vector<uint64_t> bad_table(n, uint64_t{1} << 62);
   std::vector<int64_t> out(100);
-  CHECK(!DrawRange(zero_prob.data(), bad_alias.data(), n, key, 0, 100, out.data()),
+  CHECK(!DrawRange(bad_table.data(), n, key, 0, 100, out.data()),
         "corrupted alias not flagged");
+  for (int64_t d : out) CHECK(d >= 0 && d < n, "corrupted table gave id %lld", (long long)d);
 }
 
-// The keep rule: bucket j keeps its class iff coin < prob * 2^32, so the keep
-// probability is ceil(prob * 2^32) / 2^32 (at most 2^-32 above prob); 0 and 1
-// are exact.
-static void TestKeepRule() {
-  std::mt19937_64 rng(21);
-  std::uniform_real_distribution<float> unif(0.0f, 1.0f);
-  std::vector<float> probs = {0.0f, 1.0f, 0.5f, 1e-30f, 1e-10f, 0.999999940f,
-                              std::nextafter(1.0f, 0.0f), 2.3283064e-10f};
-  for (int i = 0; i < 10000; ++i) probs.push_back(unif(rng) * std::pow(2.0f, -(i % 40)));
-  for (float p : probs) {
-    const double thr = std::ceil(static_cast<double>(p) * 4294967296.0);
-    if (thr > 0) {
-      CHECK(KeepBucket(static_cast<uint32_t>(thr - 1), p), "coin below ceil(p 2^32) not kept, p=%g", p);
-    }
-    if (thr < 4294967296.0) {
-      CHECK(!KeepBucket(static_cast<uint32_t>(thr), p), "coin at ceil(p 2^32) kept, p=%g", p);
+// PackEntry and the keep rule: bucket i keeps its class iff coin < threshold,
+// with threshold = ceil(p 2^32), so that the keep test is exactly the old
+// coin < p * 2^32 (in double) and the keep probability is threshold / 2^32
+// (at most 2^-32 above p). p <= 0 never keeps; p >= 1 always does, by an
+// alias to the bucket itself (no threshold reaches 2^32).
+static void TestPackEntry() {
+  const double two32 = 4294967296.0;
+  // Entries hold any index and alias below 2^31 (kMaxClasses).
+  const int64_t idx[] = {0, 1, 777, kMaxClasses - 1};
+  const int32_t als[] = {0, 5, 123456, static_cast<int32_t>(kMaxClasses - 1)};
+  for (int64_t i : idx) {
+    for (int32_t a : als) {
+      // p = 0 (and below): threshold 0, never kept, the alias is kept as given.
+      for (float p : {0.0f, -0.0f, -0.25f, -std::numeric_limits<float>::infinity()}) {
+        const uint64_t e = PackEntry(i, p, a);
+        CHECK(EntryThreshold(e) == 0 && EntryAlias(e) == static_cast<uint32_t>(a),
+              "PackEntry(%lld, %g, %d) = %016llx", (long long)i, p, a, (unsigned long long)e);
+        bool bad = false;
+        CHECK(Resolve(static_cast<uint64_t>(i), 0u, e, uint64_t{1} << 31, &bad) == a && !bad,
+              "p = %g keeps at coin 0", p);
+      }
+      // p = 1 (and above): alias i, threshold 0xFFFFFFFF: the bucket is class
+      // i whatever the coin, also the largest.
+      for (float p : {1.0f, 1.5f, std::numeric_limits<float>::infinity()}) {
+        const uint64_t e = PackEntry(i, p, a);
+        CHECK(EntryThreshold(e) == 0xFFFFFFFFu && EntryAlias(e) == static_cast<uint32_t>(i),
+              "PackEntry(%lld, %g, %d) = %016llx", (long long)i, p, a, (unsigned long long)e);
+        CHECK(e == ((static_cast<uint64_t>(i) << 32) | 0xFFFFFFFFull), "always-keep entry layout");
+        for (uint32_t c : {0u, 0x80000000u, 0xFFFFFFFEu, 0xFFFFFFFFu}) {
+          bool bad = false;
+          CHECK(Resolve(static_cast<uint64_t>(i), c, e, uint64_t{1} << 31, &bad) == i && !bad,
+                "p = %g does not keep at coin %u", p, c);
+        }
+      }
     }
   }
-  CHECK(!KeepBucket(0u, 0.0f), "prob 0 keeps");
-  CHECK(KeepBucket(0xFFFFFFFFu, 1.0f), "prob 1 does not keep");
+  // p in (0, 1): threshold ceil(p 2^32), alias as given, and the keep test
+  // agrees with the double compare of the old format at the boundary.
+  std::mt19937_64 rng(21);
+  std::uniform_real_distribution<float> unif(0.0f, 1.0f);
+  std::vector<float> probs = {0.5f, 0.25f, 0.75f, 1e-30f, 1e-40f, 1e-10f, 0.999999940f,
+                              std::nextafter(1.0f, 0.0f), std::nextafter(0.0f, 1.0f),
+                              std::nextafter(0.5f, 1.0f), std::nextafter(0.5f, 0.0f),
+                              2.3283064e-10f, 2.3283064e-10f * 3.0f};
+  for (int i = 0; i < 10000; ++i) {
+    const float p = unif(rng) * std::pow(2.0f, -(i % 40));
+    if (p > 0.0f && p < 1.0f) probs.push_back(p);
+  }
+  for (float p : probs) {
+    const int64_t i = static_cast<int64_t>(rng() % kMaxClasses);
+    const int32_t a = static_cast<int32_t>(rng() % kMaxClasses);
+    const uint64_t e = PackEntry(i, p, a);
+    const double want = std::ceil(static_cast<double>(p) * two32);
+    CHECK(want >= 1.0 && want < two32, "ceil(p 2^32) out of (0, 2^32) for p=%g", p);
+    CHECK(static_cast<double>(EntryThreshold(e)) == want,
+          "PackEntry threshold %u != ceil(p 2^32) = %.0f for p=%.9g", EntryThreshold(e), want, p);
+    CHECK(EntryAlias(e) == static_cast<uint32_t>(a), "PackEntry alias %u != %d", EntryAlias(e), a);
+    const uint32_t thr = EntryThreshold(e);
+    for (uint32_t c : {thr - 1, thr, 0u, 0xFFFFFFFFu}) {
+      const bool old_keep = static_cast<double>(c) < static_cast<double>(p) * two32;
+      CHECK((c < thr) == old_keep, "keep at coin %u disagrees with the double test, p=%.9g", c, p);
+      bool bad = false;
+      const int64_t got = Resolve(static_cast<uint64_t>(i), c, e, uint64_t{1} << 31, &bad);
+      CHECK(got == (old_keep ? i : a) && !bad, "Resolve at coin %u, p=%.9g gives %lld", c, p,
+            (long long)got);
+    }
+  }
 }
 
 // Reference stream, one DrawPair + DrawOne per draw.
-static std::vector<int64_t> ScalarStream(const std::vector<float>& prob,
-                                         const std::vector<int32_t>& alias,
+static std::vector<int64_t> ScalarStream(const std::vector<uint64_t>& table,
                                          const PhiloxKey& key, int64_t begin,
                                          int64_t end) {
   std::vector<int64_t> out;
-  const uint64_t n = prob.size();
+  const uint64_t n = table.size();
   bool bad = false;
   for (int64_t t = begin; t < end; ++t) {
     uint64_t x[2];
     DrawPair(key, static_cast<uint64_t>(t) >> 1, &x[0], &x[1]);
-    out.push_back(DrawOne(x[t & 1], n, prob.data(), alias.data(), &bad));
+    out.push_back(DrawOne(x[t & 1], n, table.data(), &bad));
   }
   return out;
 }
@@ -304,19 +380,19 @@ static void TestBlockPaths() {
   }
   // Whole ranges: odd and even starts, partial blocks, counter wrap.
   const int n = 777;
-  std::vector<float> w(n), prob(n);
-  std::vector<int32_t> alias(n);
+  std::vector<float> w(n);
+  std::vector<uint64_t> table(n);
   for (int i = 0; i < n; ++i) w[i] = (i % 9 == 4) ? 0.0f : 1.0f / (1.0f + i);
-  BuildSweep(w.data(), n, prob.data(), alias.data());
+  BuildSweep(w.data(), n, table.data());
   const int64_t wrap = int64_t{1} << 33;  // pair counter 2^32
   const int64_t ranges[][2] = {{0, 0},      {0, 1},         {1, 2},         {3, 200},
                                {64, 128},   {5, 5000},      {wrap - 101, wrap + 99},
                                {wrap - 64, wrap + 64}};
   for (const auto& r : ranges) {
-    const std::vector<int64_t> ref = ScalarStream(prob, alias, key, r[0], r[1]);
+    const std::vector<int64_t> ref = ScalarStream(table, key, r[0], r[1]);
     for (const BlockFunctions* f : {&generic, &best}) {
       std::vector<int64_t> out(r[1] - r[0]);
-      CHECK(DrawRangeWith(*f, prob.data(), alias.data(), n, key, r[0], r[1], out.data()),
+      CHECK(DrawRangeWith(*f, table.data(), n, key, r[0], r[1], out.data()),
             "valid table flagged");
       CHECK(out == ref, "DrawRange [%lld, %lld) differs from the scalar stream",
             (long long)r[0], (long long)r[1]);
@@ -332,15 +408,20 @@ static void TestBlockPaths() {
   mix.table_mass = 3.0;
   for (const auto& r : ranges) {
     std::vector<int64_t> a(r[1] - r[0]), b(r[1] - r[0]);
-    DrawMixtureRangeWith(generic, prob.data(), alias.data(), n, key, mix, r[0], r[1], a.data());
-    DrawMixtureRangeWith(best, prob.data(), alias.data(), n, key, mix, r[0], r[1], b.data());
+    DrawMixtureRangeWith(generic, table.data(), n, key, mix, r[0], r[1], a.data());
+    DrawMixtureRangeWith(best, table.data(), n, key, mix, r[0], r[1], b.data());
     CHECK(a == b, "mixture block paths differ on [%lld, %lld)", (long long)r[0], (long long)r[1]);
   }
 }
 
-// The block resolve step of both paths, on probabilities of every kind (also
-// invalid ones: > 1, negative, NaN, inf, denormal) and coins at and around
-// each threshold ceil(prob 2^32), and on aliases out of range.
+// The block resolve step of both paths, on entries of every kind: PackEntry of
+// probabilities of every kind (also invalid ones: > 1, negative, NaN, inf,
+// denormal), raw thresholds at the edges of the unsigned range (the AVX2 path
+// compares through the sign bit), coins at and around each threshold, and
+// corrupted entries whose alias is out of range (also with the sign bit set,
+// and on always-keep entries). Both paths must give the same bytes and the
+// same flag as the rule itself: class j iff coin < threshold or the alias is
+// out of range, else the alias; flagged iff some alias is out of range.
 static void TestResolvePaths() {
   const BlockFunctions generic = PickBlockFunctions(/*allow_simd=*/false);
   const BlockFunctions best = PickBlockFunctions();
@@ -352,52 +433,95 @@ static void TestResolvePaths() {
                            std::numeric_limits<float>::quiet_NaN(),
                            std::numeric_limits<float>::infinity(),
                            -std::numeric_limits<float>::infinity()};
+  const uint32_t raw_thresholds[] = {0u, 1u, 2u, 0x7FFFFFFEu, 0x7FFFFFFFu, 0x80000000u,
+                                     0x80000001u, 0xFFFFFF00u, 0xFFFFFFFEu, 0xFFFFFFFFu};
+  const int s = sizeof(special) / sizeof(special[0]);
+  const int r = sizeof(raw_thresholds) / sizeof(raw_thresholds[0]);
   const int n = 4096;
-  std::vector<float> prob(n);
-  std::vector<int32_t> alias(n);
+  std::vector<uint64_t> table(n);
   for (int i = 0; i < n; ++i) {
-    const int s = sizeof(special) / sizeof(special[0]);
-    prob[i] = i < 4 * s ? special[i % s] : unif(rng) * std::pow(2.0f, -(i % 34));
-    alias[i] = (i % 97 == 5) ? n + i : static_cast<int32_t>(rng() % n);  // some bad
-  }
-  for (int rep = 0; rep < 200; ++rep) {
-    uint32_t bucket[kBlockDraws], coin[kBlockDraws];
-    for (int m = 0; m < kBlockDraws; ++m) {
-      bucket[m] = static_cast<uint32_t>(rng() % n);
-      const double t = std::ceil(static_cast<double>(prob[bucket[m]]) * 4294967296.0);
-      const int64_t near = t >= 0 && t <= 4294967296.0 ? static_cast<int64_t>(t) : 0;
-      const int64_t c = (rep % 3 == 0) ? static_cast<int64_t>(rng() >> 32)
-                                       : near + static_cast<int64_t>(rng() % 3) - 1;
-      coin[m] = static_cast<uint32_t>(std::min<int64_t>(std::max<int64_t>(c, 0), 0xFFFFFFFFll));
+    const int32_t a = static_cast<int32_t>(rng() % n);
+    if (i < 4 * s) {
+      table[i] = PackEntry(i, special[i % s], a);
+    } else if (i < 4 * s + 4 * r) {
+      table[i] = (static_cast<uint64_t>(a) << 32) | raw_thresholds[(i - 4 * s) % r];
+    } else {
+      table[i] = PackEntry(i, unif(rng) * std::pow(2.0f, -(i % 34)), a);
     }
-    for (int len : {kBlockDraws, 13, 8, 1}) {
-      std::vector<int64_t> a(len, -7), b(len, -7);
-      const bool ok_a = generic.resolve(prob.data(), alias.data(), n, bucket, coin, len, a.data());
-      const bool ok_b = best.resolve(prob.data(), alias.data(), n, bucket, coin, len, b.data());
-      CHECK(a == b && ok_a == ok_b, "resolve paths differ (rep %d, len %d)", rep, len);
+    // Some corrupted aliases: just past n, far past it, and with the sign bit.
+    if (i % 97 == 5 || i % 89 == 7 || i % 83 == 11) {
+      const uint32_t bad = i % 97 == 5 ? static_cast<uint32_t>(n + i)
+                           : i % 89 == 7 ? 0x80000000u + static_cast<uint32_t>(i)
+                                         : 0xFFFFFFFFu;
+      table[i] = (static_cast<uint64_t>(bad) << 32) | EntryThreshold(table[i]);
     }
   }
+  int corrupted = 0;
+  for (int i = 0; i < n; ++i) corrupted += EntryAlias(table[i]) >= static_cast<uint32_t>(n);
+  CHECK(corrupted > 50, "only %d corrupted entries", corrupted);
+  // n as the table size, and as the largest one (the table is only read at
+  // the buckets, all < 4096): aliases past 4096 are then valid, those with
+  // the sign bit still not.
+  for (const uint64_t tn : {uint64_t{n}, static_cast<uint64_t>(kMaxClasses)}) {
+    int flagged_blocks = 0;
+    for (int rep = 0; rep < 200; ++rep) {
+      uint32_t bucket[kBlockDraws], coin[kBlockDraws];
+      for (int m = 0; m < kBlockDraws; ++m) {
+        bucket[m] = static_cast<uint32_t>(rng() % n);
+        const int64_t near = EntryThreshold(table[bucket[m]]);
+        const int64_t c = (rep % 3 == 0) ? static_cast<int64_t>(rng() >> 32)
+                                         : near + static_cast<int64_t>(rng() % 3) - 1;
+        coin[m] = static_cast<uint32_t>(std::min<int64_t>(std::max<int64_t>(c, 0), 0xFFFFFFFFll));
+      }
+      for (int len : {kBlockDraws, 13, 8, 1}) {
+        std::vector<int64_t> want(len), a(len, -7), b(len, -7);
+        bool want_bad = false;
+        for (int m = 0; m < len; ++m) {
+          const uint32_t j = bucket[m];
+          const uint32_t al = EntryAlias(table[j]);
+          const bool alias_ok = al < tn;
+          want_bad |= !alias_ok;
+          want[m] = (coin[m] < EntryThreshold(table[j]) || !alias_ok) ? j : al;
+        }
+        flagged_blocks += want_bad;
+        const bool ok_a = generic.resolve(table.data(), tn, bucket, coin, len, a.data());
+        const bool ok_b = best.resolve(table.data(), tn, bucket, coin, len, b.data());
+        CHECK(a == b && ok_a == ok_b, "resolve paths differ (n %llu, rep %d, len %d)",
+              (unsigned long long)tn, rep, len);
+        CHECK(a == want && ok_a == !want_bad, "resolve differs from the rule (n %llu, rep %d, len %d)",
+              (unsigned long long)tn, rep, len);
+      }
+    }
+    CHECK(flagged_blocks > 0, "no corrupted entry was met (n %llu)", (unsigned long long)tn);
+  }
+  // Whole ranges over a corrupted table: both paths give the same bytes and
+  // flag it.
+  const PhiloxKey key = MakeKey(5, 6);
+  std::vector<int64_t> a(5000), b(5000);
+  const bool ok_a = DrawRangeWith(generic, table.data(), n, key, 3, 5003, a.data());
+  const bool ok_b = DrawRangeWith(best, table.data(), n, key, 3, 5003, b.data());
+  CHECK(!ok_a && !ok_b, "corrupted table not flagged (generic %d, best %d)", ok_a, ok_b);
+  CHECK(a == b, "block paths differ on a corrupted table");
+  for (int64_t d : a) CHECK(d >= 0 && d < n, "corrupted table gave id %lld", (long long)d);
 }
 
 static void TestUnique() {
   const int n = 1000;
   std::vector<float> w(n);
   for (int i = 0; i < n; ++i) w[i] = (i % 10 == 0) ? 0.0f : 1.0f / (i + 1);
-  std::vector<float> prob(n);
-  std::vector<int32_t> alias(n);
-  BuildSweep(w.data(), n, prob.data(), alias.data());
+  std::vector<uint64_t> table(n);
+  BuildSweep(w.data(), n, table.data());
   const PhiloxKey key = MakeKey(3, 4);
   for (int64_t k : {1, 17, 300, 900}) {
     std::vector<int64_t> a(k), b(k);
     int64_t tries_a = 0, tries_b = 0, support = -1;
-    CHECK(SampleUnique(prob.data(), alias.data(), n, key, k, a.data(), &tries_a, &support,
+    CHECK(SampleUnique(table.data(), n, key, k, a.data(), &tries_a, &support,
                        SerialFor()) == kUniqueOk, "unique k=%lld failed", (long long)k);
-    SampleUnique(prob.data(), alias.data(), n, key, k, b.data(), &tries_b, &support,
-                 ShuffledFor());
+    SampleUnique(table.data(), n, key, k, b.data(), &tries_b, &support, ShuffledFor());
     CHECK(a == b && tries_a == tries_b, "unique sample depends on the chunking");
     // Reference: the first k distinct ids of the plain stream.
     std::vector<int64_t> stream(tries_a);
-    DrawRange(prob.data(), alias.data(), n, key, 0, tries_a, stream.data());
+    DrawRange(table.data(), n, key, 0, tries_a, stream.data());
     std::vector<int64_t> ref;
     std::vector<char> seen(n, 0);
     for (int64_t d : stream) if (!seen[d]) { seen[d] = 1; ref.push_back(d); }
@@ -410,17 +534,16 @@ static void TestUnique() {
     const int64_t big = 300007;
     std::vector<float> wb(big);
     for (int64_t i = 0; i < big; ++i) wb[i] = (i % 3 == 0) ? 0.0f : 1.0f / (1.0f + i % 1000);
-    std::vector<float> pb(big);
-    std::vector<int32_t> ab(big);
-    BuildSweep(wb.data(), big, pb.data(), ab.data());
+    std::vector<uint64_t> tb(big);
+    BuildSweep(wb.data(), big, tb.data());
     for (int64_t k : {1, 5, 100, 5000}) {
       std::vector<int64_t> got(k);
       int64_t tries = 0, support = -1;
-      CHECK(SampleUnique(pb.data(), ab.data(), big, key, k, got.data(), &tries, &support,
+      CHECK(SampleUnique(tb.data(), big, key, k, got.data(), &tries, &support,
                          ShuffledFor()) == kUniqueOk, "unique (big table) k=%lld failed",
             (long long)k);
       std::vector<int64_t> stream(tries), ref;
-      DrawRange(pb.data(), ab.data(), big, key, 0, tries, stream.data());
+      DrawRange(tb.data(), big, key, 0, tries, stream.data());
       std::vector<char> seen(big, 0);
       for (int64_t d : stream) if (!seen[d]) { seen[d] = 1; ref.push_back(d); }
       CHECK(ref == got, "unique (big table) k=%lld is not the first k distinct draws",
@@ -431,7 +554,7 @@ static void TestUnique() {
   // 900 classes have positive weight: asking for 901 distinct ones fails.
   std::vector<int64_t> out(901);
   int64_t tries = 0, support = -1;
-  CHECK(SampleUnique(prob.data(), alias.data(), n, key, 901, out.data(), &tries, &support,
+  CHECK(SampleUnique(table.data(), n, key, 901, out.data(), &tries, &support,
                      SerialFor()) == kUniqueTooFew && support == 900,
         "too-small support not detected (support %lld)", (long long)support);
 }
@@ -443,9 +566,8 @@ static void TestMixture() {
   std::uniform_real_distribution<double> unif(0.0, 1.0);
   std::vector<double> w(n), target(n);
   for (int i = 0; i < n; ++i) w[i] = (i % 6 == 1) ? 0.0 : unif(rng);
-  std::vector<float> prob(n);
-  std::vector<int32_t> alias(n);
-  BuildSweep(w.data(), n, prob.data(), alias.data());
+  std::vector<uint64_t> table(n);
+  BuildSweep(w.data(), n, table.data());
   double table_mass = 0;
   for (double v : w) table_mass += v;
   target = w;
@@ -468,7 +590,7 @@ static void TestMixture() {
   const PhiloxKey key = MakeKey(77, 78);
   const int64_t N = 2000000;
   std::vector<int64_t> draws(N);
-  CHECK(DrawMixtureRange(prob.data(), alias.data(), n, key, mix, 0, N, draws.data()),
+  CHECK(DrawMixtureRange(table.data(), n, key, mix, 0, N, draws.data()),
         "mixture flagged a bad id");
   std::vector<double> counts(n, 0.0);
   for (int64_t d : draws) counts[d] += 1;
@@ -488,28 +610,28 @@ static void TestMixture() {
   // Pieces give the same stream; m == 0 is the table's stream.
   std::vector<int64_t> pieces(999);
   for (int64_t s = 0; s < 999; s += 10) {
-    DrawMixtureRange(prob.data(), alias.data(), n, key, mix, s, std::min<int64_t>(999, s + 10),
+    DrawMixtureRange(table.data(), n, key, mix, s, std::min<int64_t>(999, s + 10),
                      pieces.data() + s);
   }
   CHECK(std::equal(pieces.begin(), pieces.end(), draws.begin()), "mixture stream chunking");
   std::vector<int64_t> a(500), b(500);
-  DrawMixtureRange(prob.data(), alias.data(), n, key, Mixture(), 0, 500, a.data());
-  DrawRange(prob.data(), alias.data(), n, key, 0, 500, b.data());
+  DrawMixtureRange(table.data(), n, key, Mixture(), 0, 500, a.data());
+  DrawRange(table.data(), n, key, 0, 500, b.data());
   CHECK(a == b, "empty mixture differs from the table stream");
   // Unique draws from the mixture: the first k distinct of its stream.
   int64_t support = -1, tries = 0;
   const int64_t positive = std::count_if(target.begin(), target.end(), [](double v) { return v > 0; });
-  CHECK(SupportSize(prob.data(), alias.data(), n, mix) == positive, "mixture support");
+  CHECK(SupportSize(table.data(), n, mix) == positive, "mixture support");
   std::vector<int64_t> u(positive);
-  CHECK(SampleUnique(prob.data(), alias.data(), n, key, mix, positive, u.data(), &tries,
+  CHECK(SampleUnique(table.data(), n, key, mix, positive, u.data(), &tries,
                      &support, ShuffledFor()) == kUniqueOk, "mixture unique failed");
   std::vector<int64_t> stream(tries), ref;
-  DrawMixtureRange(prob.data(), alias.data(), n, key, mix, 0, tries, stream.data());
+  DrawMixtureRange(table.data(), n, key, mix, 0, tries, stream.data());
   std::vector<char> seen(n, 0);
   for (int64_t d : stream) if (!seen[d]) { seen[d] = 1; ref.push_back(d); }
   CHECK(ref == u, "mixture unique is not the first distinct draws");
   std::vector<int64_t> too_many(positive + 1);
-  CHECK(SampleUnique(prob.data(), alias.data(), n, key, mix, positive + 1, too_many.data(),
+  CHECK(SampleUnique(table.data(), n, key, mix, positive + 1, too_many.data(),
                      &tries, &support, SerialFor()) == kUniqueTooFew, "mixture support check");
   // An extra id out of range is flagged.
   std::vector<int64_t> bad_ids(ids.size(), n + 5);
@@ -517,13 +639,13 @@ static void TestMixture() {
   bad.ids = bad_ids.data();
   bad.table_mass = 1e-300;  // nearly always the list
   std::vector<int64_t> out(100);
-  CHECK(!DrawMixtureRange(prob.data(), alias.data(), n, key, bad, 0, 100, out.data()),
+  CHECK(!DrawMixtureRange(table.data(), n, key, bad, 0, 100, out.data()),
         "bad extra id not flagged");
 }
 
 int main() {
   TestPhiloxKnownAnswers();
-  TestKeepRule();
+  TestPackEntry();
   TestBlockPaths();
   TestResolvePaths();
   TestBuilds();

@@ -161,8 +161,7 @@ class SkipGramTrainOp : public OpKernel {
     p.alpha_start = a0;
     p.alpha_end = a1;
 
-    std::vector<float> noise_prob;
-    std::vector<int32_t> noise_alias;
+    std::vector<uint64_t> noise_table;
     if (hs) {
       OP_REQUIRES(ctx, hs_splits.NumElements() == vocab + 1 &&
                            hs_nodes.NumElements() == hs_codes.NumElements(),
@@ -193,14 +192,12 @@ class SkipGramTrainOp : public OpKernel {
                   errors::InvalidArgument("negative sampling needs `noise_weights` of "
                                           "vocab_size = ", vocab, " elements, got ",
                                           noise.NumElements(), "."));
-      noise_prob.resize(vocab);
-      noise_alias.resize(vocab);
-      const alias::BuildStatus st = alias::BuildSweep(
-          noise.flat<float>().data(), vocab, noise_prob.data(), noise_alias.data());
+      noise_table.resize(vocab);
+      const alias::BuildStatus st =
+          alias::BuildSweep(noise.flat<float>().data(), vocab, noise_table.data());
       OP_REQUIRES(ctx, st.code == alias::kBuildOk,
                   errors::InvalidArgument(alias::BuildErrorMessage(st, "noise_weights")));
-      p.noise_prob = noise_prob.data();
-      p.noise_alias = noise_alias.data();
+      p.noise_table = noise_table.data();
     }
 
     OP_REQUIRES_OK(ctx, PrepareToUpdate(ctx, w_in.get()));

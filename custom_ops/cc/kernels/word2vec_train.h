@@ -43,6 +43,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/alias_table.h"
+
 // The training loop is compiled once per instruction set (see
 // word2vec_kernels.cc); everything it calls must be inlined into each copy.
 #if defined(__GNUC__)
@@ -108,8 +110,7 @@ struct Problem {
   int64_t window = 5;
   // Negative sampling (negative > 0): an alias table over the noise weights.
   int64_t negative = 0;
-  const float* noise_prob = nullptr;
-  const int32_t* noise_alias = nullptr;
+  const uint64_t* noise_table = nullptr;  // alias_table.h's entries
   // Hierarchical softmax (negative == 0): per class c, the inner nodes and
   // branch codes of its path are entries [hs_splits[c], hs_splits[c + 1]).
   const int32_t* hs_nodes = nullptr;
@@ -170,12 +171,14 @@ TFS_W2V_INLINE void Step(const SigmoidTable& t, float* v, float* u, float* e,
 
 TFS_W2V_INLINE int32_t DrawNoise(const Problem& p, Rng* rng) {
   // The alias draw of alias_table.h with a 64-bit word: the high half picks
-  // the bucket, the low half is the coin (24 bits are plenty here).
+  // the bucket, the low half is the 32-bit coin.
   const uint64_t x = rng->Next();
   const uint32_t j = static_cast<uint32_t>(
       ((x >> 32) * static_cast<uint64_t>(p.vocab_size)) >> 32);
-  const float coin = static_cast<float>(x & 0xFFFFFF) * (1.0f / 16777216.0f);
-  return coin < p.noise_prob[j] ? static_cast<int32_t>(j) : p.noise_alias[j];
+  const uint64_t e = p.noise_table[j];
+  return static_cast<uint32_t>(x) < alias::EntryThreshold(e)
+             ? static_cast<int32_t>(j)
+             : static_cast<int32_t>(alias::EntryAlias(e));
 }
 
 // Trains sentences [s_begin, s_end). `scratch` holds 2*dim floats plus room

@@ -12,34 +12,32 @@ using shape_inference::DimensionHandle;
 using shape_inference::InferenceContext;
 using shape_inference::ShapeHandle;
 
-// Inputs 0 and 1 (prob, alias): vectors of one length; input `seed_input`: [2].
+// Input 0 (table): a vector; input `seed_input`: [2].
 absl::Status CheckTableAndSeed(InferenceContext* c, int seed_input) {
-  ShapeHandle prob, alias, table, seed;
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &prob));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &alias));
-  TF_RETURN_IF_ERROR(c->Merge(prob, alias, &table));
+  ShapeHandle table, seed;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &table));
   TF_RETURN_IF_ERROR(c->WithRank(c->input(seed_input), 1, &seed));
   DimensionHandle two;
   return c->WithValue(c->Dim(seed, 0), 2, &two);
 }
 
-// prob, alias, num_samples (scalar), seed.
+// table, num_samples (scalar), seed.
 absl::Status CheckSampleInputs(InferenceContext* c) {
   ShapeHandle unused;
-  TF_RETURN_IF_ERROR(CheckTableAndSeed(c, 3));
-  return c->WithRank(c->input(2), 0, &unused);
+  TF_RETURN_IF_ERROR(CheckTableAndSeed(c, 2));
+  return c->WithRank(c->input(1), 0, &unused);
 }
 
-// The mixture ops: prob, alias, table_mass (scalar), extra_ids and extra_cum
+// The mixture ops: table, table_mass (scalar), extra_ids and extra_cum
 // (vectors of one length), num_samples (scalar), seed.
 absl::Status CheckMixtureInputs(InferenceContext* c) {
   ShapeHandle unused, ids, cum, extra;
-  TF_RETURN_IF_ERROR(CheckTableAndSeed(c, 6));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 0, &unused));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &ids));
-  TF_RETURN_IF_ERROR(c->WithRank(c->input(4), 1, &cum));
+  TF_RETURN_IF_ERROR(CheckTableAndSeed(c, 5));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 0, &unused));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 1, &ids));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 1, &cum));
   TF_RETURN_IF_ERROR(c->Merge(ids, cum, &extra));
-  return c->WithRank(c->input(5), 0, &unused);
+  return c->WithRank(c->input(4), 0, &unused);
 }
 
 // Output 0 is a vector of the length given by scalar input `num_input`; the
@@ -55,39 +53,37 @@ absl::Status DrawsShape(InferenceContext* c, int num_input, bool unique) {
 template <bool kUnique>
 absl::Status SampleShape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(CheckSampleInputs(c));
-  return DrawsShape(c, 2, kUnique);
+  return DrawsShape(c, 1, kUnique);
 }
 
 template <bool kUnique>
 absl::Status MixtureSampleShape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(CheckMixtureInputs(c));
-  return DrawsShape(c, 5, kUnique);
+  return DrawsShape(c, 4, kUnique);
 }
 
 }  // namespace
 
 REGISTER_OP("TfSampling>AliasBuild")
     .Input("weights: T")
-    .Output("prob: float")
-    .Output("alias: int32")
+    .Output("table: int64")
     .Attr("T: {float, double}")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle w;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &w));
       c->set_output(0, w);
-      c->set_output(1, w);
       return absl::OkStatus();
     })
     .Doc(R"doc(
 Builds an alias table from non-negative weights (sweep variant of Vose's
-method; see alias_table.h). Bucket i keeps class i with probability prob[i]
-and gives class alias[i] otherwise. Negative, NaN, infinite or all-zero
-weights are InvalidArgument; zero weights are never drawn.
+method; see alias_table.h). Entry i packs bucket i's alias (high 32 bits) and
+keep threshold t (low 32 bits, unsigned): the bucket keeps class i with
+probability t / 2^32 and gives its alias otherwise. Negative, NaN, infinite
+or all-zero weights are InvalidArgument; zero weights are never drawn.
 )doc");
 
 REGISTER_OP("TfSampling>AliasSample")
-    .Input("prob: float")
-    .Input("alias: int32")
+    .Input("table: int64")
     .Input("num_samples: Tnum")
     .Input("seed: Tseed")
     .Output("samples: int64")
@@ -101,8 +97,7 @@ table, the seed and t: not on the thread count or the device.
 )doc");
 
 REGISTER_OP("TfSampling>AliasSampleUnique")
-    .Input("prob: float")
-    .Input("alias: int32")
+    .Input("table: int64")
     .Input("num_samples: Tnum")
     .Input("seed: Tseed")
     .Output("samples: int64")
@@ -118,8 +113,7 @@ than num_samples classes have a positive probability.
 )doc");
 
 REGISTER_OP("TfSampling>AliasMixtureSample")
-    .Input("prob: float")
-    .Input("alias: int32")
+    .Input("table: int64")
     .Input("table_mass: double")
     .Input("extra_ids: int64")
     .Input("extra_cum: double")
@@ -139,8 +133,7 @@ increments since the last table build in the list.
 )doc");
 
 REGISTER_OP("TfSampling>AliasMixtureSampleUnique")
-    .Input("prob: float")
-    .Input("alias: int32")
+    .Input("table: int64")
     .Input("table_mass: double")
     .Input("extra_ids: int64")
     .Input("extra_cum: double")
