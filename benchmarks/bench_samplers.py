@@ -358,8 +358,8 @@ def plot(path):
     ax.set_xlabel("number of classes V")
     ax.set_ylabel("Msamples/s")
     threads = "one thread" if ARGS.threads == 1 else f"{ARGS.threads or 'all'} threads"
-    ax.set_title(f"Draws of {n:,} ids per tf.function call, {threads}; TF {tf.__version__}",
-                 fontsize=9)
+    ax.set_title(f"Draws of {n:,} ids per tf.function call, {threads}, "
+                 f"{ARGS.cpu_allocator} CPU allocator; TF {tf.__version__}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
