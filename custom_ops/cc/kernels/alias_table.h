@@ -7,6 +7,8 @@
 //   An alias table over n classes has n buckets, each of mass 1/n. Bucket i
 //   keeps class i with probability prob[i] and gives class alias[i] otherwise,
 //   so P(class c) = (prob[c] + sum_{i: alias[i] = c} (1 - prob[i])) / n.
+//   With q_i = n * w_i / W, "light" classes (q < 1) have a deficit 1 - q to be
+//   filled and "heavy" ones (q >= 1) an excess q - 1 to give away.
 //
 //   Layout: one uint64 per bucket (a TF int64 tensor), alias[i] in the high
 //   and a keep threshold in the low 32 bits (PackEntry): bucket i keeps class
@@ -14,8 +16,6 @@
 //   and a bucket that always keeps has alias[i] = i. A draw reads one 8-byte
 //   entry, one cache line: with two arrays it took two random reads, and at
 //   1e6+ classes those cache misses are what a draw costs.
-//   With q_i = n * w_i / W, "light" classes (q < 1) have a deficit 1 - q to be
-//   filled and "heavy" ones (q >= 1) an excess q - 1 to give away.
 //
 //   Build: the "sweep" variant of Vose's method (Huebschle-Schneider & Sanders,
 //   "Parallel Weighted Random Sampling", ESA 2019 / ACM TOMS 2022, Sec. 4.1):
@@ -65,8 +65,9 @@
 // COST
 //   Build: O(n) time, sequential reads, no extra memory (sweep); O(n) work and
 //   O(n) extra memory, O(n / p + log n) depth (split). Draw: O(1), one random
-//   8-byte read per sample; the table takes 8n bytes. Unique draws: O(1) expected per draw, with a bitmap of
-//   the n classes or, when that would be larger, a hash set.
+//   8-byte read per sample; the table takes 8n bytes. Unique draws: O(1)
+//   expected per draw, with a bitmap of the n classes or, when that would be
+//   larger, a hash set.
 //
 // SOURCE
 //   M. D. Vose, "A linear algorithm for generating random numbers with a given
