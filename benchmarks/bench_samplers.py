@@ -31,11 +31,13 @@ Timing: median wall time of calls after 2 warm-up calls, repeated for at least
 `--min-time` seconds (and 3 calls). `--threads 1` (default) pins TF to one intra-op and
 one inter-op thread, so the figures are per core; `--threads 0` lets TF use all cores.
 
-Memory: TF's default CPU allocator gives a large output (8 MB for 1e6 int64 ids) back to
-the OS when it is freed, so every call page-faults its output anew. The draws rows note the
-minor page faults per call (`resource.getrusage`). Every method pays them for its own output.
-`--cpu-allocator bfc` sets `TF_CPU_ALLOCATOR_USE_BFC=true`, TF's caching allocator (a TF
-setting any user can make), so that the rows time the samplers themselves.
+Memory: with TF's default CPU allocator a large output (8 MB for 1e6 int64 ids) lands in a
+fresh glibc per-thread arena heap, which glibc unmaps when the output is freed, so every call
+page-faults its output anew. The draws rows note the minor page faults per call
+(`resource.getrusage`). Every method pays them for its own output. `--cpu-allocator bfc`
+sets `TF_CPU_ALLOCATOR_USE_BFC=true`, TF's caching allocator (a TF setting any user can
+make), so that the rows time the samplers themselves; `MALLOC_ARENA_MAX=1` in the
+environment also avoids the faults.
 
 Usage:
     python benchmarks/bench_samplers.py                          # full run

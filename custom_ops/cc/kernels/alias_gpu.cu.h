@@ -350,7 +350,7 @@ __global__ void SweepKernel(const T* __restrict__ w, int64_t n,
   const int64_t k1 = k0 + section < n ? k0 + section : n;
   if (b == 0) {  // all weights equal (up to rounding): every bucket keeps
     for (int64_t k = k0; k < k1; ++k) {
-      table[k] = alias::PackEntry(k, 1.0f, static_cast<int32_t>(k));
+      table[k] = alias::AlwaysKeepEntry(k);
     }
     return;
   }

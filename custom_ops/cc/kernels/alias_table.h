@@ -211,14 +211,18 @@ TFS_HD uint32_t CeilTimesTwoTo32(float p) {
   return (significand + (1u << -s) - 1) >> -s;
 }
 
+// The entry of a bucket i that always gives class i: its own alias, so the
+// coin does not matter (no threshold reaches 2^32).
+TFS_HD uint64_t AlwaysKeepEntry(int64_t i) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(i)) << 32) | kAlwaysKeep;
+}
+
 // The table entry of bucket i with keep probability p and alias a (see the
 // top of the file): threshold ceil(p * 2^32), so that
-// coin < threshold <=> coin < p * 2^32; p >= 1 gives alias i (the bucket is
-// class i whatever the coin) and p <= 0 threshold 0 (never kept).
+// coin < threshold <=> coin < p * 2^32; p >= 1 gives AlwaysKeepEntry(i) and
+// p <= 0 threshold 0 (never kept).
 TFS_HD uint64_t PackEntry(int64_t i, float p, int32_t a) {
-  if (p >= 1.0f) {
-    return (static_cast<uint64_t>(static_cast<uint32_t>(i)) << 32) | kAlwaysKeep;
-  }
+  if (p >= 1.0f) return AlwaysKeepEntry(i);
   const uint32_t threshold = p > 0.0f ? CeilTimesTwoTo32(p) : 0u;
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | threshold;
 }
@@ -340,7 +344,7 @@ TFS_HD void SweepSection(const T* w, double scale, const int32_t* light,
     if (close_heavy) {
       const int32_t h = heavy[j];
       if (j + 1 >= b) {
-        table[h] = PackEntry(h, 1.0f, h);
+        table[h] = AlwaysKeepEntry(h);
       } else {
         table[h] = PackEntry(
             h, ClampProb(1.0 + static_cast<double>(slack) * kInvFixedOne),
@@ -462,7 +466,7 @@ void BuildSweepWithTotal(const T* w, int64_t n, double total, uint64_t* table) {
   int64_t j = next_heavy(0);
   if (j == n) {  // all q < 1 only by rounding: the weights are all equal
     for (int64_t k = 0; k < n; ++k) {
-      table[k] = PackEntry(k, 1.0f, static_cast<int32_t>(k));
+      table[k] = AlwaysKeepEntry(k);
     }
     return;
   }
@@ -473,7 +477,7 @@ void BuildSweepWithTotal(const T* w, int64_t n, double total, uint64_t* table) {
     const bool close_heavy = i == n || (jn < n && slack <= 0);
     if (close_heavy) {
       if (jn == n) {  // the last heavy, after every light
-        table[j] = PackEntry(j, 1.0f, static_cast<int32_t>(j));
+        table[j] = AlwaysKeepEntry(j);
         break;
       }
       table[j] = PackEntry(
@@ -518,7 +522,7 @@ BuildStatus BuildSplit(const T* w, int64_t n, int64_t section_size,
   const int64_t b = static_cast<int64_t>(heavy.size());
   if (b == 0) {
     for (int64_t k = 0; k < n; ++k) {
-      table[k] = PackEntry(k, 1.0f, static_cast<int32_t>(k));
+      table[k] = AlwaysKeepEntry(k);
     }
     return st;
   }
