@@ -8,10 +8,12 @@ TensorFlow is built with CUDA, or when TF_SAMPLING_BUILD_CUDA=1 (TF_SAMPLING_BUI
 skips it). A failed compile does not fail the install: the package then uses its
 pure-TensorFlow fallback, and says so once when first used.
 
-Re-installs reuse the earlier build: objects and the TensorFlow flags live in
-build/custom_ops/ in the source tree (not in setuptools' temporary build directory, which
-an editable install discards), and make rebuilds only what changed sources or another
-TensorFlow make stale (see custom_ops/Makefile). With unchanged sources nothing is compiled.
+Re-installs reuse the earlier build: the libraries, objects and TensorFlow flags live in
+build/custom_ops/ in the source tree (setuptools builds extensions in a temporary directory
+for an editable install, then copies them into the package), make rebuilds only what
+changed sources or another TensorFlow make stale (see custom_ops/Makefile), and the
+libraries are then copied to where setuptools wants them. With unchanged sources and the
+same TensorFlow nothing is compiled.
 
 The build ends with one summary line: which libraries were compiled or found up to date,
 and why the CUDA library was or was not built. pip shows a build's output only with -v
@@ -90,15 +92,18 @@ class BuildCustomOps(build_ext):
             target, var, what = "gpu", "GPU_LIB", "CUDA library"
         else:
             target, var, what = "cpu", "CPU_LIB", "CPU library"
-        before = os.path.getmtime(out) if os.path.exists(out) else None
+        build_dir = os.path.join(_ROOT, "build", "custom_ops")
+        lib = os.path.join(build_dir, os.path.basename(out))
+        before = os.path.getmtime(lib) if os.path.exists(lib) else None
         cmd = ["make", "-C", os.path.join(_ROOT, "custom_ops"), target,
-               f"PYTHON={sys.executable}", f"{var}={out}",
-               f"BUILD_DIR={os.path.join(_ROOT, 'build', 'custom_ops')}"]
+               f"PYTHON={sys.executable}", f"{var}={lib}", f"BUILD_DIR={build_dir}"]
         if os.environ.get("NVCC"):
             cmd.append(f"NVCC={os.environ['NVCC']}")
         _say("building " + os.path.basename(out) + ": " + " ".join(cmd))
         try:
             subprocess.run(cmd, check=True)
+            if os.path.abspath(out) != os.path.abspath(lib):
+                shutil.copy2(lib, out)
         except (OSError, subprocess.CalledProcessError) as e:
             if os.path.exists(out):
                 os.remove(out)
@@ -110,13 +115,13 @@ class BuildCustomOps(build_ext):
                 "the pure-TensorFlow fallback is used)"))
             return
         name = os.path.basename(out)
-        if before is not None and os.path.getmtime(out) == before:
-            self._summary.append(f"{what} {name} up to date (no source changed, same "
-                                 "TensorFlow; nothing compiled)")
-        else:
-            self._summary.append(f"{what} {name} compiled")
         if ext.name == _GPU:
-            self._summary[-1] += f" ({self._cuda_reason})"
+            name += f" [{self._cuda_reason}]"
+        if before is not None and os.path.getmtime(lib) == before:
+            self._summary.append(f"{what} {name}: up to date, nothing compiled (same "
+                                 "sources, same TensorFlow)")
+        else:
+            self._summary.append(f"{what} {name}: compiled")
 
     def get_outputs(self):
         return [p for p in super().get_outputs() if os.path.exists(p)]
