@@ -1,10 +1,12 @@
 """Lazy loading of the compiled alias-table ops, after tensorflow/addons' `LazySO`.
 
 The CPU library (`_alias_ops*.so`, ops and CPU kernels) is loaded on first use, not at
-import. If it is missing, was built against another TensorFlow minor version (C++ ops have
-no stable ABI across TF minor releases; patch releases of one minor keep it, which is why
-packages of compiled TF ops, tensorflow-text for one, pin `>=X.Y,<X.Y+1`), or fails to
-load, ONE warning is issued, saying how to rebuild, and callers use the pure-TF fallback. `TF_SAMPLING_PY_OPS=1` selects the fallback without a warning.
+import. If it is missing, was built against another TensorFlow minor version, or fails to
+load, ONE warning is issued, saying how to (re)build it, and callers use the pure-TF
+fallback. C++ ops have no stable ABI across TF minor releases; any patch release of the
+build's minor version is accepted, as tensorflow/addons did (its resource_loader.py loads
+ops built for 2.4 in [2.4.0, 2.5.0)). `TF_SAMPLING_PY_OPS=1` selects the fallback without a
+warning.
 The CUDA kernels live in a separate library (`_alias_ops_gpu*.so`), loaded after the CPU
 one when present; if it fails to load, the CPU kernels still serve.
 """
@@ -20,16 +22,19 @@ import tensorflow as tf
 _HERE = os.path.dirname(os.path.abspath(__file__))
 ENV_FORCE_FALLBACK = "TF_SAMPLING_PY_OPS"
 _MARKER = b"TF_SAMPLING_BUILT_WITH_TF="
-# pyproject.toml's build and runtime requirements name this same minor version.
+# pyproject.toml's build and runtime requirements name one minor version, so a normal
+# install never meets a mismatch; these say how to build for the running TensorFlow.
 _HOW_TO_BUILD = (
-    "Either install the TensorFlow it was built for, or rebuild it against the running "
-    "TensorFlow from the source checkout: `{python} -m pip install --no-build-isolation "
-    "--no-deps -e .` (--no-build-isolation compiles against the installed TensorFlow, "
-    "--no-deps keeps pip from replacing it), or `make -C custom_ops PYTHON={python}`")
+    "{what} against the running TensorFlow from the source checkout: `{python} -m pip "
+    "install --no-build-isolation --no-deps -e .` (--no-build-isolation compiles against "
+    "the installed TensorFlow, --no-deps keeps pip from replacing it), or `make -C "
+    "custom_ops PYTHON={python}`")
 
 
-def _how_to_build():
-    return _HOW_TO_BUILD.format(python=sys.executable)
+def _how_to_build(rebuild):
+    what = ("Install the TensorFlow it was built for, or rebuild it" if rebuild
+            else "Build it")
+    return _HOW_TO_BUILD.format(what=what, python=sys.executable)
 
 
 def same_abi(built, running):
@@ -105,14 +110,14 @@ class CustomOpLibrary:
         if path is None:
             return self._unusable(
                 f"the custom op library ({self.stem}.so) was not found in {self.directory}. "
-                f"{_how_to_build()}")
+                f"{_how_to_build(rebuild=False)}")
         self.path = path
         built = built_with_tf_version(path)
         if not same_abi(built, tf.__version__):
             return self._unusable(
                 f"{os.path.basename(path)} was built against TensorFlow {built}, but "
                 f"TensorFlow {tf.__version__} is running (compiled ops need the same "
-                f"major.minor version). {_how_to_build()}")
+                f"major.minor version). {_how_to_build(rebuild=True)}")
         try:
             module = tf.load_op_library(path)
         except Exception as e:  # NotFoundError (undefined symbol), OSError, ...
