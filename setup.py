@@ -7,6 +7,18 @@ library is always attempted; the CUDA library only when nvcc is on the PATH and 
 TensorFlow is built with CUDA, or when TF_SAMPLING_BUILD_CUDA=1 (TF_SAMPLING_BUILD_CUDA=0
 skips it). A failed compile does not fail the install: the package then uses its
 pure-TensorFlow fallback, and says so once when first used.
+
+Re-installs reuse the earlier build: the libraries, objects and TensorFlow flags live in
+build/custom_ops/ in the source tree (setuptools builds extensions in a temporary directory
+for an editable install, then copies them into the package), make rebuilds only what
+changed sources or another TensorFlow make stale (see custom_ops/Makefile), and the
+libraries are then copied to where setuptools wants them. With unchanged sources and the
+same TensorFlow nothing is compiled.
+
+The build ends with one summary line: which libraries were compiled or found up to date,
+and why the CUDA library was or was not built. pip shows a build's output only with -v
+(or when the build fails), so the line is also written to the terminal (/dev/tty) when
+there is one.
 """
 
 import os
@@ -22,9 +34,18 @@ _CPU = "tf_sampling.ops._alias_ops"
 _GPU = "tf_sampling.ops._alias_ops_gpu"
 
 
-def _say(msg):
+def _say(msg, to_terminal=False):
     # pip shows a build's output only with -v; stderr lines still land in its log.
-    print(f"tf-sampling: {msg}", file=sys.stderr, flush=True)
+    line = f"tf-sampling: {msg}"
+    print(line, file=sys.stderr, flush=True)
+    if to_terminal:
+        # pip captures the backend's stdout and stderr, but the controlling terminal, when
+        # there is one, is still reachable: the summary is seen without -v.
+        try:
+            with open("/dev/tty", "w") as tty:
+                tty.write(line + "\n")
+        except OSError:
+            pass
 
 
 def _tf_built_with_cuda():
@@ -57,33 +78,50 @@ class BuildCustomOps(build_ext):
 
     def run(self):
         self._cuda, self._cuda_reason = _build_cuda()
+        self._summary = []
         super().run()
+        _say("custom ops: " + "; ".join(self._summary), to_terminal=True)
 
     def build_extension(self, ext):
         out = os.path.abspath(self.get_ext_fullpath(ext.name))
         os.makedirs(os.path.dirname(out), exist_ok=True)
         if ext.name == _GPU:
             if not self._cuda:
-                _say(f"not building the CUDA kernels ({self._cuda_reason}).")
+                self._summary.append(f"CUDA library not built ({self._cuda_reason})")
                 return
-            target, var = "gpu", "GPU_LIB"
+            target, var, what = "gpu", "GPU_LIB", "CUDA library"
         else:
-            target, var = "cpu", "CPU_LIB"
+            target, var, what = "cpu", "CPU_LIB", "CPU library"
+        build_dir = os.path.join(_ROOT, "build", "custom_ops")
+        lib = os.path.join(build_dir, os.path.basename(out))
+        before = os.path.getmtime(lib) if os.path.exists(lib) else None
         cmd = ["make", "-C", os.path.join(_ROOT, "custom_ops"), target,
-               f"PYTHON={sys.executable}", f"{var}={out}",
-               f"BUILD_DIR={os.path.abspath(os.path.join(self.build_temp, 'custom_ops'))}"]
+               f"PYTHON={sys.executable}", f"{var}={lib}", f"BUILD_DIR={build_dir}"]
         if os.environ.get("NVCC"):
             cmd.append(f"NVCC={os.environ['NVCC']}")
         _say("building " + os.path.basename(out) + ": " + " ".join(cmd))
         try:
             subprocess.run(cmd, check=True)
+            if os.path.abspath(out) != os.path.abspath(lib):
+                shutil.copy2(lib, out)
         except (OSError, subprocess.CalledProcessError) as e:
             if os.path.exists(out):
                 os.remove(out)
-            what = "CUDA kernels" if ext.name == _GPU else "custom op"
             _say(f"WARNING: building the {what} failed ({e}). The install goes on; "
                  + ("the ops will run on the CPU only." if ext.name == _GPU else
                     "tf_sampling.ops will use its pure-TensorFlow fallback."))
+            self._summary.append(f"{what} FAILED, pip -v shows why (" + (
+                "the ops run on the CPU only)" if ext.name == _GPU else
+                "the pure-TensorFlow fallback is used)"))
+            return
+        name = os.path.basename(out)
+        if ext.name == _GPU:
+            name += f" [{self._cuda_reason}]"
+        if before is not None and os.path.getmtime(lib) == before:
+            self._summary.append(f"{what} {name}: up to date, nothing compiled (same "
+                                 "sources, same TensorFlow)")
+        else:
+            self._summary.append(f"{what} {name}: compiled")
 
     def get_outputs(self):
         return [p for p in super().get_outputs() if os.path.exists(p)]

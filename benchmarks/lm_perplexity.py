@@ -403,6 +403,26 @@ def goal_lines(rows):
     return out
 
 
+def plot_series(rows):
+    """What `plot` draws, as plain data (no matplotlib): one filled point per row at
+    (training seconds of all epochs, test perplexity), and, for rows scored after each
+    epoch, a dashed curve of (seconds after epoch k, valid perplexity after epoch k)."""
+    markers = {"nplm": "o", "lstm": "s"}
+    colors = dict(zip(HEADS, ("black", "tab:orange", "tab:green", "tab:red", "tab:purple")))
+    points, curves = [], []
+    for r in rows:
+        style = {"marker": markers[r["arch"]], "color": colors[r["head"]]}
+        points.append(dict(style, x=r["epoch_seconds"] * r["epochs"], y=r["test_ppl"],
+                           label=f"{r['arch']} {r['head']}"))
+        by_epoch = r.get("valid_ppl_by_epoch") or []
+        if len(by_epoch) > 1:  # --eval-each-epoch
+            curves.append(dict(style, x=[r["epoch_seconds"] * (k + 1)
+                                         for k in range(len(by_epoch))], y=list(by_epoch)))
+    ylabel = "exact test perplexity" + (
+        " (filled); valid after each epoch (dashed)" if curves else "")
+    return points, curves, ylabel
+
+
 def plot(rows, path, title):
     import matplotlib  # lazily: an optional benchmark extra
 
@@ -411,29 +431,21 @@ def plot(rows, path, title):
     import matplotlib.pyplot as plt
     import textwrap
 
+    points, curves, ylabel = plot_series(rows)
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    markers = {"nplm": "o", "lstm": "s"}
-    colors = dict(zip(HEADS, ("black", "tab:orange", "tab:green", "tab:red", "tab:purple")))
-    curves = False
-    for r in rows:
-        x = r["epoch_seconds"] * r["epochs"]
-        ax.scatter(x, r["test_ppl"], marker=markers[r["arch"]], s=60,
-                   color=colors[r["head"]])
-        ax.annotate(f"{r['arch']} {r['head']}", (x, r["test_ppl"]),
-                    textcoords="offset points", xytext=(6, 4), fontsize=9)
-        by_epoch = r.get("valid_ppl_by_epoch") or []
-        if len(by_epoch) > 1:  # --eval-each-epoch: valid ppl after each epoch, dashed
-            curves = True
-            ax.plot([r["epoch_seconds"] * (k + 1) for k in range(len(by_epoch))], by_epoch,
-                    linestyle="--", marker=markers[r["arch"]], markerfacecolor="none",
-                    color=colors[r["head"]], alpha=0.7)
+    for p in points:
+        ax.scatter(p["x"], p["y"], marker=p["marker"], s=60, color=p["color"])
+        ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=9)
+    for c in curves:
+        ax.plot(c["x"], c["y"], linestyle="--", marker=c["marker"], markerfacecolor="none",
+                color=c["color"], alpha=0.7)
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training wall-clock time, s (steady state, all epochs)")
-    ax.set_ylabel("exact test perplexity" + (
-        " (filled); valid after each epoch (dashed)" if curves else ""))
+    ax.set_ylabel(ylabel)
     ax.set_title("\n".join(textwrap.wrap(title, 95)), fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

@@ -91,7 +91,7 @@ def train_ours(sentences, config, args, seed):
         sample=args.sample, workers=args.workers, seed=seed, **params)
     encoded = model.encode(sentences)
     start = time.perf_counter()
-    history = model.train(encoded=encoded, epochs=args.epochs)
+    history = model.train(encoded=encoded, epochs=args.epochs, verbose=0)
     seconds = time.perf_counter() - start
     effective = sum(h["words"] for h in history)
     raw = sum(h["raw_words"] for h in history)

@@ -116,9 +116,7 @@ def train_fused(args, vocab, sentences):
                          alpha=args.lr, workers=args.workers, seed=args.seed)
     encoded = model.encode(sentences)
     t0 = time.perf_counter()
-    history = model.train(encoded=encoded, epochs=args.epochs, callback=lambda e, h: print(
-        f"epoch {e + 1}/{args.epochs}: {h['seconds']:.1f}s, loss {h['loss']:.4f}")
-        if args.verbose else None)
+    history = model.train(encoded=encoded, epochs=args.epochs, verbose=args.verbose)
     seconds = time.perf_counter() - t0
     return (model.vectors, seconds, sum(h["words"] for h in history),
             sum(h["raw_words"] for h in history), history[-1]["loss"])

@@ -100,7 +100,8 @@ def test_lm_perplexity_runs_on_a_tiny_corpus_with_per_epoch_scores(tmp_path):
 
 
 def test_lm_perplexity_plot_draws_per_epoch_curves(tmp_path):
-    pytest.importorskip("matplotlib")  # the `bench` extra
+    # The plotted data are checked everywhere; CI has no matplotlib (the `bench` extra),
+    # so the PNG itself is drawn only where it is installed.
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     try:
         import lm_perplexity
@@ -109,6 +110,21 @@ def test_lm_perplexity_plot_draws_per_epoch_curves(tmp_path):
     rows = [{"arch": "lstm", "head": head, "epochs": 3, "epoch_seconds": sec,
              "test_ppl": ppl, "valid_ppl_by_epoch": [ppl * 1.6, ppl * 1.2, ppl * 1.07]}
             for head, sec, ppl in (("full", 1000.0, 210.0), ("sampled", 130.0, 215.0))]
+    points, curves, ylabel = lm_perplexity.plot_series(rows)
+    assert [(p["label"], p["x"], p["y"]) for p in points] == [
+        ("lstm full", 3000.0, 210.0), ("lstm sampled", 390.0, 215.0)]
+    assert [c["x"] for c in curves] == [[1000.0, 2000.0, 3000.0], [130.0, 260.0, 390.0]]
+    assert [c["y"] for c in curves] == [r["valid_ppl_by_epoch"] for r in rows]
+    # Each head keeps one color for its point and its curve; the two heads differ.
+    assert [c["color"] for c in curves] == [p["color"] for p in points]
+    assert points[0]["color"] != points[1]["color"]
+    assert "after each epoch" in ylabel
+    rows[1]["valid_ppl_by_epoch"] = []  # scored only at the end: a point, no curve
+    assert len(lm_perplexity.plot_series(rows)[1]) == 1
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
     path = tmp_path / "lm.png"
     lm_perplexity.plot(rows, str(path), "title")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

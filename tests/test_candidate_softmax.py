@@ -115,7 +115,7 @@ def test_float64_duplicates_and_shards_match_numpy_tightly(layout):
         # Uneven shards (not TF's "div" sizes): rows are read as their concatenation.
         shards = [w_[:13], w_[13:31], w_[31:]]
         return tfs.losses.candidate_softmax_loss(shards, b_, x_, cands, positive_index=pos,
-                                                 candidate_mask=mask)
+                                                 candidate_mask=mask, allow_duplicates=True)
 
     _close(_tf_loss_and_grads(fn, w, b, x), ref, 1e-10)
 
@@ -124,13 +124,15 @@ def test_no_bias_positive_as_column_and_first_id_match():
     w, b, x, rows, pos, _ = _problem(seed=5, dup=True)
     ref = _np_loss_and_grads(w, np.zeros_like(b), x, rows, pos)[0]
     got = tfs.losses.candidate_softmax_loss(
-        w, None, x, tf.ragged.constant(rows), positive_index=pos[:, None])
+        w, None, x, tf.ragged.constant(rows), positive_index=pos[:, None],
+        allow_duplicates=True)
     np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-5)
     # By id, a class listed twice is positive at its first occurrence.
     first = [list(r).index(r[p]) for r, p in zip(rows, pos)]
     ref_first = _np_loss_and_grads(w, np.zeros_like(b), x, rows, first)[0]
     got_id = tfs.losses.candidate_softmax_loss(
-        w, None, x, tf.ragged.constant(rows), positive_ids=[r[p] for r, p in zip(rows, pos)])
+        w, None, x, tf.ragged.constant(rows), positive_ids=[r[p] for r, p in zip(rows, pos)],
+        allow_duplicates=True)
     np.testing.assert_allclose(got_id, ref_first, rtol=2e-5, atol=2e-5)
 
 
@@ -422,7 +424,7 @@ def test_keras_round_trip_owned_and_tied(tmp_path):
     owned = _ragged_model(use_bias=False, padding_id=None, kernel_regularizer="l2")
     config = owned.get_layer("head").get_config()
     assert {"num_classes", "positive", "use_bias", "tied_embedding", "padding_id",
-            "kernel_initializer", "bias_initializer", "kernel_regularizer",
+            "allow_duplicates", "kernel_initializer", "bias_initializer", "kernel_regularizer",
             "bias_regularizer"} <= set(config)
     clone = tfs.layers.CandidateSoftmax.from_config(config)
     assert clone.get_config() == config

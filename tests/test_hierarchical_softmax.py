@@ -238,7 +238,7 @@ def test_bad_inputs_raise():
         layer([x, np.full(BATCH, V, np.int32)], training=True)
     with pytest.raises(tf.errors.InvalidArgumentError, match="labels"):
         layer([x, np.full(BATCH, -1, np.int32)], training=True)
-    with pytest.raises(ValueError, match="`labels` must be integers"):
+    with pytest.raises(TypeError, match="`labels` must be integers"):
         layer([x, y.astype(np.float32)], training=True)
     with pytest.raises(ValueError, match="`labels` must have shape"):
         layer([x, np.zeros((BATCH, 2), np.int32)], training=True)
@@ -246,7 +246,7 @@ def test_bad_inputs_raise():
         layer([x, y[:3]], training=True)
     with pytest.raises(ValueError, match="`inputs` has last dimension"):
         layer.log_prob(np.zeros((2, DIM + 1), np.float32))
-    with pytest.raises(ValueError, match="`inputs` must be floating"):
+    with pytest.raises(TypeError, match="`inputs` must be floating"):
         layer.top_k(np.zeros((2, DIM), np.int32), 1)
     with pytest.raises(ValueError, match="`inputs` must have shape"):
         layer.log_prob(np.zeros((2, 3, DIM), np.float32))

@@ -6,6 +6,7 @@ a correct sampler exceeds with probability below 1e-6 (normal approximation).
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -106,12 +107,17 @@ def _fake_library(directory, content):
     return path
 
 
-@pytest.mark.parametrize("case", ["missing", "garbage", "other_tf_version"])
+@pytest.mark.parametrize("case", ["missing", "garbage", "other_patch", "other_tf_version"])
 def test_unusable_library_warns_once_and_falls_back(tmp_path, monkeypatch, case):
     monkeypatch.delenv(_loader.ENV_FORCE_FALLBACK, raising=False)
     marker = f"TF_SAMPLING_BUILT_WITH_TF={tf.__version__};".encode()
+    major_minor = ".".join(tf.__version__.split(".")[:2])
     if case == "garbage":  # right version marker, but not a shared library
         _fake_library(str(tmp_path), b"\x7fELF garbage " + marker)
+    elif case == "other_patch":  # same major.minor: passes the version check, so it is
+        # the load itself that fails here (the ABI is the minor version's)
+        _fake_library(str(tmp_path),
+                      f"\x7fELF garbage TF_SAMPLING_BUILT_WITH_TF={major_minor}.99;".encode())
     elif case == "other_tf_version":
         _fake_library(str(tmp_path), b"TF_SAMPLING_BUILT_WITH_TF=2.0.0;")
     lib = _loader.CustomOpLibrary(directory=str(tmp_path))
@@ -121,8 +127,26 @@ def test_unusable_library_warns_once_and_falls_back(tmp_path, monkeypatch, case)
         assert lib.get() is None
     ours = [w for w in caught if issubclass(w.category, tfs.ops.CustomOpWarning)]
     assert len(ours) == 1, [str(w.message) for w in caught]
-    expected = {"missing": "not found", "garbage": "loading", "other_tf_version": "2.0.0"}[case]
-    assert expected in str(ours[0].message) and "fallback" in str(ours[0].message)
+    expected = {"missing": "not found", "garbage": "loading", "other_patch": "loading",
+                "other_tf_version": "2.0.0"}[case]
+    message = str(ours[0].message)
+    assert expected in message and "fallback" in message
+    if case in ("missing", "other_tf_version"):  # the exact rebuild command
+        assert "-m pip install --no-build-isolation --no-deps -e ." in message
+        assert "make -C custom_ops PYTHON=" in message
+
+
+def test_runtime_requirement_is_the_build_minor_version():
+    # The op is built in pip's isolated environment against the build requirement; it
+    # loads only in the same TF minor version, so the runtime requirement must be equal.
+    text = open(os.path.join(os.path.dirname(__file__), "..", "pyproject.toml")).read()
+    specs = re.findall(r'"tensorflow([^"]*)"', text)
+    assert len(specs) == 2 and specs[0] == specs[1], specs
+    assert re.fullmatch(r">=(\d+)\.(\d+),<\1\.(\d+)", specs[0]), specs[0]
+    low, high = re.fullmatch(r">=\d+\.(\d+),<\d+\.(\d+)", specs[0]).groups()
+    assert int(high) == int(low) + 1, specs[0]  # one minor version, every patch of it
+    assert _loader.same_abi(tf.__version__, tf.__version__)
+    assert not _loader.same_abi("2.0.0", tf.__version__)
 
 
 def test_env_var_forces_fallback_silently(tmp_path, monkeypatch):

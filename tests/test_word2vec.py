@@ -327,6 +327,29 @@ def test_word2vec_seed_repeats_and_checkpoints(tmp_path):
     assert int(c.epochs_trained.numpy()) == 2
 
 
+def test_word2vec_progress_bar_and_verbose_0(capsys):
+    sentences = topic_sentences(seed=2, n=200)  # 1600 words: 4 chunks of about 400
+
+    def trained(verbose):
+        m = tfs.Word2Vec.from_sentences(sentences, min_count=1, dim=8, workers=1, seed=4)
+        history = m.train(sentences, epochs=2, chunk_words=400, verbose=verbose)
+        return m, history, capsys.readouterr().out
+
+    quiet, quiet_history, quiet_out = trained(0)
+    assert quiet_out == ""
+    loud, loud_history, out = trained(1)
+    # A progress bar per epoch, in words of the epoch, with speed and the running loss.
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out
+    assert out.count("1600/1600") == 2 and "words/s:" in out and "loss:" in out
+    final_loss = float(out.rsplit("loss:", 1)[1].split()[0])
+    assert final_loss == pytest.approx(loud_history[-1]["loss"], abs=1e-4)  # 4 decimals shown
+    # The bar only reports: the training itself is the same.
+    np.testing.assert_array_equal(quiet.vectors, loud.vectors)
+    assert [h["loss"] for h in quiet_history] == [h["loss"] for h in loud_history]
+    with pytest.raises(ValueError, match="verbose"):
+        quiet.train(sentences, epochs=1, verbose=3)
+
+
 def test_word2vec_text_format_round_trip(tmp_path):
     sentences = topic_sentences(seed=2, n=50)
     m = tfs.Word2Vec.from_sentences(sentences, min_count=1, dim=3)

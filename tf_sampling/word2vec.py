@@ -12,6 +12,7 @@ import collections
 import numbers
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -166,7 +167,7 @@ class Word2Vec(tf.Module):
         return corpus, splits, raw
 
     def train(self, sentences=None, epochs=5, encoded=None, chunk_words=1_000_000,
-              callback=None):
+              callback=None, verbose=1):
         """Trains for `epochs` passes over the corpus.
 
         Args:
@@ -174,7 +175,12 @@ class Word2Vec(tf.Module):
             epochs: passes; alpha decays linearly from `alpha` to `min_alpha` over all.
             encoded: the output of `encode(sentences)`, to encode once and train often.
             chunk_words: words per op call (the op splits each chunk among `workers`).
+                Progress is reported after each call, so this is also the granularity
+                of the progress bar.
             callback: called as `callback(epoch, stats)` after every epoch.
+            verbose: 0 silent; 1 a Keras `Progbar` per epoch, as `model.fit` shows
+                (in-vocabulary words done of the epoch's total, ETA, words/s, mean pair
+                loss so far), updated after each chunk; 2 one line per epoch.
 
         Returns:
             One dict per epoch: `words` kept after subsampling, `pairs`, mean pair `loss`,
@@ -182,6 +188,8 @@ class Word2Vec(tf.Module):
         """
         epochs = _positive_int(epochs, "epochs")
         chunk_words = _positive_int(chunk_words, "chunk_words")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"`verbose` must be 0, 1 or 2, got {verbose!r}.")
         if encoded is None:
             if sentences is None:
                 raise ValueError("Pass `sentences` or `encoded`.")
@@ -200,6 +208,11 @@ class Word2Vec(tf.Module):
             start = time.perf_counter()
             words = pairs = 0
             loss = 0.0
+            bar = None
+            if verbose:
+                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+                bar = keras.utils.Progbar(n, verbose=verbose, unit_name="word",
+                                          stateful_metrics=["words/s", "loss"])
             for k in range(len(cuts) - 1):
                 s0, s1 = int(cuts[k]), int(cuts[k + 1])
                 t0, t1 = int(splits[s0]), int(splits[s1])
@@ -214,6 +227,9 @@ class Word2Vec(tf.Module):
                 words += int(w)
                 pairs += int(p)
                 loss += float(l)
+                if bar is not None:
+                    elapsed = max(time.perf_counter() - start, 1e-9)
+                    bar.update(t1, [("words/s", t1 / elapsed), ("loss", loss / max(pairs, 1))])
             self.epochs_trained.assign_add(1)
             stats = {"words": words, "pairs": pairs, "raw_words": raw,
                      "loss": loss / max(pairs, 1), "seconds": time.perf_counter() - start}

@@ -291,6 +291,10 @@ class SampledHead(keras.layers.Layer):
         rank = hidden.shape.rank
         if rank is None or rank < 2:
             raise ValueError(f"`inputs` must have shape [batch, ..., dim], got {hidden.shape}.")
+        built_dim, dim = getattr(self, "dim", None), hidden.shape[-1]
+        if built_dim is not None and dim is not None and dim != built_dim:
+            raise ValueError(
+                f"`inputs` has last dimension {dim}, but the layer was built for {built_dim}.")
         if labels is None:
             return hidden, None, None
         labels = tf.convert_to_tensor(labels)

@@ -43,6 +43,11 @@ class CandidateSoftmax(keras.layers.Layer):
             used as the output weights (weight tying); the head then owns only the bias.
         padding_id: for dense candidates, the id that marks padding (default -1); None
             means dense candidates have no padding.
+        allow_duplicates: whether a class may appear twice in one row of candidates (it
+            then counts twice in the softmax). Default False: a repeat raises
+            `InvalidArgumentError` (in `fit` too), since it is usually a data bug; padding
+            slots are not checked. True suits candidates drawn with replacement, given
+            with their `candidate_log_q`.
         kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer: as in
             `keras.layers.Embedding` / `Dense`, for the owned weights.
 
@@ -61,8 +66,9 @@ class CandidateSoftmax(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, positive="index", use_bias=True, tied_embedding=None,
-                 padding_id=-1, kernel_initializer="uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 padding_id=-1, allow_duplicates=False, kernel_initializer="uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
                 or num_classes <= 0:
@@ -72,6 +78,8 @@ class CandidateSoftmax(keras.layers.Layer):
         if padding_id is not None and (isinstance(padding_id, bool)
                                        or not isinstance(padding_id, numbers.Integral)):
             raise ValueError(f"`padding_id` must be an integer or None, got {padding_id!r}.")
+        if not isinstance(allow_duplicates, bool):
+            raise ValueError(f"`allow_duplicates` must be a bool, got {allow_duplicates!r}.")
         if isinstance(tied_embedding, dict):
             # Inside a model's deserialization this resolves to the model's own Embedding
             # layer (Keras shares objects serialized more than once), so tying survives.
@@ -89,6 +97,7 @@ class CandidateSoftmax(keras.layers.Layer):
         self.use_bias = bool(use_bias)
         self.tied_embedding = tied_embedding
         self.padding_id = None if padding_id is None else int(padding_id)
+        self.allow_duplicates = allow_duplicates
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
@@ -161,7 +170,8 @@ class CandidateSoftmax(keras.layers.Layer):
         # `val_loss` from `model.evaluate` is the candidate NLL.
         loss, log_probs = loss_and_log_softmax(
             self._weights(), self.bias, x, candidates, candidate_mask=self._mask(candidates),
-            candidate_log_q=log_q, with_log_softmax=not training, **kw)
+            candidate_log_q=log_q, with_log_softmax=not training,
+            allow_duplicates=self.allow_duplicates, **kw)
         self.add_loss(tf.reduce_mean(loss))
         return loss if training else log_probs
 
@@ -170,7 +180,8 @@ class CandidateSoftmax(keras.layers.Layer):
         """Log-probabilities over each row's candidates (ragged in, ragged out)."""
         return candidate_log_softmax(
             self._weights(), self.bias, inputs, candidates,
-            candidate_mask=self._mask(candidates), candidate_log_q=candidate_log_q)
+            candidate_mask=self._mask(candidates), candidate_log_q=candidate_log_q,
+            allow_duplicates=self.allow_duplicates)
 
     def logits(self, inputs):
         """Full logits `[batch, num_classes]`."""
@@ -231,6 +242,7 @@ class CandidateSoftmax(keras.layers.Layer):
             "tied_embedding": None if self.tied_embedding is None
             else keras.saving.serialize_keras_object(self.tied_embedding),
             "padding_id": self.padding_id,
+            "allow_duplicates": self.allow_duplicates,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),

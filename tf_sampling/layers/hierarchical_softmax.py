@@ -297,7 +297,7 @@ class HierarchicalSoftmax(keras.layers.Layer):
     def _check_inputs(self, x):
         x = tf.convert_to_tensor(x)
         if not x.dtype.is_floating:
-            raise ValueError(f"`inputs` must be floating point, got dtype {x.dtype.name}.")
+            raise TypeError(f"`inputs` must be floating point, got dtype {x.dtype.name}.")
         if x.shape.rank != 2:
             raise ValueError(f"`inputs` must have shape [batch, dim], got {x.shape}.")
         dim = self.kernel.shape[-1]
@@ -310,7 +310,7 @@ class HierarchicalSoftmax(keras.layers.Layer):
     def _check_labels(self, labels, x):
         labels = tf.convert_to_tensor(labels)
         if not labels.dtype.is_integer:
-            raise ValueError(f"`labels` must be integers, got dtype {labels.dtype.name}.")
+            raise TypeError(f"`labels` must be integers, got dtype {labels.dtype.name}.")
         if labels.shape.rank == 2 and labels.shape[1] == 1:
             labels = labels[:, 0]
         if labels.shape.rank != 1:
@@ -320,19 +320,20 @@ class HierarchicalSoftmax(keras.layers.Layer):
                 and labels.shape[0] != x.shape[0]):
             raise ValueError(
                 f"`labels` has batch size {labels.shape[0]} but `inputs` has {x.shape[0]}.")
-        labels = tf.cast(labels, tf.int32)
+        # The range check runs on int64, before the narrowing to the int32 the path
+        # lookups use: checked after it, 2**32 + 3 would pass as class 3.
+        wide = tf.cast(labels, tf.int64)
+        msg = f"`labels` must be in [0, num_classes={self.num_classes})"
         checks = [
             tf.debugging.assert_equal(
                 tf.shape(labels)[0], tf.shape(x)[0],
                 message="`labels` and `inputs` must have the same batch size"),
-            tf.debugging.assert_non_negative(
-                labels, message="`labels` must be in [0, num_classes)"),
-            tf.debugging.assert_less(
-                labels, tf.constant(self.num_classes, tf.int32),
-                message=f"`labels` must be in [0, num_classes={self.num_classes})"),
+            tf.debugging.assert_non_negative(wide, message=msg),
+            tf.debugging.assert_less(wide, tf.constant(self.num_classes, tf.int64),
+                                     message=msg),
         ]
         with tf.control_dependencies(checks):
-            return tf.identity(labels)
+            return tf.cast(wide, tf.int32)
 
     def _ensure_built(self, x):
         if not self.built:

@@ -203,12 +203,40 @@ def _range_checks(ids, num_classes, name):
     ]
 
 
+def _repeat_check(ids, row_ids, num_classes):
+    """Asserts that no class id occurs twice in one row.
+
+    A repeat is one class counted twice in the softmax's normalizer, almost always a data
+    bug (a candidate list built with a join that duplicated rows, say); `allow_duplicates`
+    turns the check off for multisets that are meant, such as candidates drawn with
+    replacement together with their log Q. Cost: one `tf.unique_with_counts` over the
+    `(row, id)` pairs, O(sum n_i). The key `row * num_classes + id` is unique per pair
+    only for ids in range, so this runs after the range checks.
+    """
+    key = row_ids * tf.cast(num_classes, tf.int64) + ids
+    unique, _, count = tf.unique_with_counts(key)
+    repeated = count > 1
+    # The first repeated pair, reported as (row, id); (0, 0) is only read when none is.
+    pair = tf.gather(unique, tf.argmax(tf.cast(repeated, tf.int32), output_type=tf.int64))
+    pair = tf.where(tf.size(unique) > 0, pair, tf.zeros_like(pair))
+    num = tf.cast(num_classes, tf.int64)
+    return tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(repeated)),
+        ["`candidates` has a class id repeated within a row; each row must list a class "
+         "at most once (a repeat counts twice in the softmax). Pass "
+         "`allow_duplicates=True` if the repeats are meant (e.g. candidates sampled with "
+         "replacement, with their log Q). First repeat (row, id):",
+         tf.saturate_cast(pair // num, tf.int32), tf.saturate_cast(pair % num, tf.int32)],
+        summarize=2)
+
+
 def _low_precision(dtype):
     return dtype in (tf.float16, tf.bfloat16)
 
 
 # ---------------------------------------------------------------------------- logits
-def _ragged_logits(shards, biases, inputs, candidates, log_q_flat, num_classes):
+def _ragged_logits(shards, biases, inputs, candidates, log_q_flat, num_classes,
+                   allow_duplicates):
     """Flat logits `[sum n_i]` and the row id of each, with the input checks run first."""
     ids = candidates.flat_values
     row_ids = candidates.value_rowids()
@@ -224,6 +252,9 @@ def _ragged_logits(shards, biases, inputs, candidates, log_q_flat, num_classes):
     ]
     with tf.control_dependencies(checks):
         ids = tf.identity(ids)
+    if not allow_duplicates:
+        with tf.control_dependencies([_repeat_check(ids, row_ids, num_classes)]):
+            ids = tf.identity(ids)
     # Each distinct id's row is read once (one row of the weight gradient; see
     # `_unique_rows`), then expanded to the candidates.
     unique, (index,) = _unique_rows.unique_index(ids)
@@ -246,7 +277,8 @@ def _segment_logsumexp(logits, row_ids, nrows):
     return tf.math.log(s) + m
 
 
-def _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes):
+def _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes,
+                  allow_duplicates):
     """Logits `[batch, n]`; masked-out slots hold -inf."""
     checks = _range_checks(tf.boolean_mask(candidates, mask), num_classes, "candidates") + [
         tf.debugging.assert_equal(
@@ -257,6 +289,13 @@ def _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes):
             message="`candidates` has an empty row (`candidate_mask` is all False there): "
                     "every example needs at least one candidate"),
     ]
+    if not allow_duplicates:
+        # Only the real slots: padding (e.g. -1 in every unused slot) repeats by design.
+        rows = tf.broadcast_to(tf.range(tf.shape(candidates, out_type=tf.int64)[0])[:, None],
+                               tf.shape(candidates, out_type=tf.int64))
+        with tf.control_dependencies(checks):
+            checks = checks + [_repeat_check(tf.boolean_mask(candidates, mask),
+                                             tf.boolean_mask(rows, mask), num_classes)]
     with tf.control_dependencies(checks):
         # Padded slots may hold anything (often -1); look up row 0 there instead.
         safe = tf.where(mask, candidates, tf.zeros_like(candidates))
@@ -285,7 +324,7 @@ def _prepare(weights, biases, inputs, candidates, candidate_mask, candidate_log_
 
 
 def candidate_logits(weights, biases, inputs, candidates, candidate_mask=None,
-                     candidate_log_q=None):
+                     candidate_log_q=None, allow_duplicates=False):
     """Logits of each example's candidates: `<inputs[b], weights[c]> + biases[c] - log_q`.
 
     Same arguments as `candidate_softmax_loss`. Returns a RaggedTensor `[batch, (n_i)]` for
@@ -294,13 +333,15 @@ def candidate_logits(weights, biases, inputs, candidates, candidate_mask=None,
     shards, num_classes, biases, inputs, candidates, mask, log_q = _prepare(
         weights, biases, inputs, candidates, candidate_mask, candidate_log_q)
     if mask is None:
-        logits, _, _ = _ragged_logits(shards, biases, inputs, candidates, log_q, num_classes)
+        logits, _, _ = _ragged_logits(shards, biases, inputs, candidates, log_q, num_classes,
+                                      allow_duplicates)
         return candidates.with_flat_values(logits)
-    return _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes)
+    return _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes,
+                         allow_duplicates)
 
 
 def candidate_log_softmax(weights, biases, inputs, candidates, candidate_mask=None,
-                          candidate_log_q=None):
+                          candidate_log_q=None, allow_duplicates=False):
     """Log-probabilities of each example's candidates under the softmax over that set.
 
     Same arguments as `candidate_softmax_loss`. Returns a RaggedTensor `[batch, (n_i)]` for
@@ -314,17 +355,18 @@ def candidate_log_softmax(weights, biases, inputs, candidates, candidate_mask=No
         weights, biases, inputs, candidates, candidate_mask, candidate_log_q)
     if mask is None:
         logits, row_ids, nrows = _ragged_logits(
-            shards, biases, inputs, candidates, log_q, num_classes)
+            shards, biases, inputs, candidates, log_q, num_classes, allow_duplicates)
         lse = _segment_logsumexp(logits, row_ids, nrows)
         return candidates.with_flat_values(logits - tf.gather(lse, row_ids))
-    logits = _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes)
+    logits = _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes,
+                           allow_duplicates)
     return logits - tf.reduce_logsumexp(logits, axis=1, keepdims=True)
 
 
 # ---------------------------------------------------------------------------- the loss
 def candidate_softmax_loss(weights, biases, inputs, candidates, positive_index=None,
                            positive_ids=None, candidate_mask=None, candidate_log_q=None,
-                           name=None):
+                           allow_duplicates=False, name=None):
     """Softmax cross-entropy of each example over its own set of candidate classes.
 
     For example `b` with candidates `c_1..c_n` (its own n), logits
@@ -352,6 +394,12 @@ def candidate_softmax_loss(weights, biases, inputs, candidates, positive_index=N
             sampling probability or expected count, subtracted from its logit (the
             "log Q" correction when candidates were sampled). Applied to every candidate,
             the positive included.
+        allow_duplicates: whether a class may appear more than once in one row (it then
+            counts once per appearance in the softmax, and `positive_ids` names its first
+            appearance). Default False: a repeat is an `InvalidArgumentError`, since it is
+            usually a data bug; pass True for multisets that are meant, such as candidates
+            drawn with replacement along with their `candidate_log_q`. Padding (masked-out
+            slots of dense `candidates`) is never checked.
         name: optional name scope.
 
     Returns:
@@ -360,7 +408,8 @@ def candidate_softmax_loss(weights, biases, inputs, candidates, positive_index=N
     Raises:
         ValueError / TypeError on bad ranks, dtypes or static shapes, naming the argument;
         `tf.errors.InvalidArgumentError` when run on an empty candidate row, a class id
-        outside `[0, num_classes)`, a `positive_index` outside its row (or on a masked
+        outside `[0, num_classes)`, a class repeated within a row (unless
+        `allow_duplicates`), a `positive_index` outside its row (or on a masked
         slot), or a `positive_ids` entry that is not among its row's candidates.
 
     Example:
@@ -371,11 +420,13 @@ def candidate_softmax_loss(weights, biases, inputs, candidates, positive_index=N
     with tf.name_scope(name or "candidate_softmax_loss"):
         return loss_and_log_softmax(
             weights, biases, inputs, candidates, positive_index, positive_ids,
-            candidate_mask, candidate_log_q, with_log_softmax=False)[0]
+            candidate_mask, candidate_log_q, with_log_softmax=False,
+            allow_duplicates=allow_duplicates)[0]
 
 
 def loss_and_log_softmax(weights, biases, inputs, candidates, positive_index, positive_ids,
-                         candidate_mask, candidate_log_q, with_log_softmax):
+                         candidate_mask, candidate_log_q, with_log_softmax,
+                         allow_duplicates=False):
     """`candidate_softmax_loss`, and with `with_log_softmax` also `candidate_log_softmax`
     from the same logits (else None): the head's evaluation call wants both."""
     if (positive_index is None) == (positive_ids is None):
@@ -393,7 +444,7 @@ def loss_and_log_softmax(weights, biases, inputs, candidates, positive_index, po
 
     if mask is None:
         logits, row_ids, nrows = _ragged_logits(
-            shards, biases, inputs, candidates, log_q, num_classes)
+            shards, biases, inputs, candidates, log_q, num_classes, allow_duplicates)
         lse = _segment_logsumexp(logits, row_ids, nrows)
         with tf.control_dependencies(positive_checks):
             flat_pos = _ragged_positive_position(candidates, row_ids, nrows, positive,
@@ -403,7 +454,8 @@ def loss_and_log_softmax(weights, biases, inputs, candidates, positive_index, po
             if with_log_softmax else None
         return loss, log_softmax
 
-    logits = _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes)
+    logits = _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes,
+                           allow_duplicates)
     lse = tf.reduce_logsumexp(logits, axis=1)
     with tf.control_dependencies(positive_checks):
         col = _dense_positive_column(candidates, mask, positive,

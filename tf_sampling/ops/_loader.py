@@ -1,15 +1,19 @@
 """Lazy loading of the compiled alias-table ops, after tensorflow/addons' `LazySO`.
 
 The CPU library (`_alias_ops*.so`, ops and CPU kernels) is loaded on first use, not at
-import. If it is missing, was built against another TensorFlow version (C++ ops have no
-stable ABI across TF releases), or fails to load, ONE warning is issued and callers use
-the pure-TF fallback. `TF_SAMPLING_PY_OPS=1` selects the fallback without a warning.
+import. If it is missing, was built against another TensorFlow minor version, or fails to
+load, ONE warning is issued, saying how to (re)build it, and callers use the pure-TF
+fallback. C++ ops have no stable ABI across TF minor releases; any patch release of the
+build's minor version is accepted, as tensorflow/addons did (its resource_loader.py loads
+ops built for 2.4 in [2.4.0, 2.5.0)). `TF_SAMPLING_PY_OPS=1` selects the fallback without a
+warning.
 The CUDA kernels live in a separate library (`_alias_ops_gpu*.so`), loaded after the CPU
 one when present; if it fails to load, the CPU kernels still serve.
 """
 
 import glob
 import os
+import sys
 import threading
 import warnings
 
@@ -18,9 +22,26 @@ import tensorflow as tf
 _HERE = os.path.dirname(os.path.abspath(__file__))
 ENV_FORCE_FALLBACK = "TF_SAMPLING_PY_OPS"
 _MARKER = b"TF_SAMPLING_BUILT_WITH_TF="
+# pyproject.toml's build and runtime requirements name one minor version, so a normal
+# install never meets a mismatch; these say how to build for the running TensorFlow.
 _HOW_TO_BUILD = (
-    "Rebuild it against the installed TensorFlow with `pip install --no-build-isolation .` "
-    "(or `make -C custom_ops`)")
+    "{what} against the running TensorFlow from the source checkout: `{python} -m pip "
+    "install --no-build-isolation --no-deps -e .` (--no-build-isolation compiles against "
+    "the installed TensorFlow, --no-deps keeps pip from replacing it), or `make -C "
+    "custom_ops PYTHON={python}`")
+
+
+def _how_to_build(rebuild):
+    what = ("Install the TensorFlow it was built for, or rebuild it" if rebuild
+            else "Build it")
+    return _HOW_TO_BUILD.format(what=what, python=sys.executable)
+
+
+def same_abi(built, running):
+    """Whether a library built against TF `built` loads in TF `running`: same major.minor."""
+    def minor(version):
+        return tuple(version.split(".")[:2]) if version else None
+    return built is not None and minor(built) == minor(running)
 
 
 class CustomOpWarning(RuntimeWarning):
@@ -89,13 +110,14 @@ class CustomOpLibrary:
         if path is None:
             return self._unusable(
                 f"the custom op library ({self.stem}.so) was not found in {self.directory}. "
-                f"{_HOW_TO_BUILD}")
+                f"{_how_to_build(rebuild=False)}")
         self.path = path
         built = built_with_tf_version(path)
-        if built != tf.__version__:
+        if not same_abi(built, tf.__version__):
             return self._unusable(
                 f"{os.path.basename(path)} was built against TensorFlow {built}, but "
-                f"TensorFlow {tf.__version__} is running. {_HOW_TO_BUILD}")
+                f"TensorFlow {tf.__version__} is running (compiled ops need the same "
+                f"major.minor version). {_how_to_build(rebuild=True)}")
         try:
             module = tf.load_op_library(path)
         except Exception as e:  # NotFoundError (undefined symbol), OSError, ...
@@ -107,7 +129,7 @@ class CustomOpLibrary:
         gpu_path = _find(self.directory, self.gpu_stem)
         if gpu_path is None:
             return
-        if built_with_tf_version(gpu_path) != tf.__version__:
+        if not same_abi(built_with_tf_version(gpu_path), tf.__version__):
             warnings.warn(f"tf_sampling: {os.path.basename(gpu_path)} was built against another "
                           "TensorFlow version; the alias ops run on the CPU only.",
                           CustomOpWarning, stacklevel=5)

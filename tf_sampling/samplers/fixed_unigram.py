@@ -37,25 +37,60 @@ def read_vocab_counts(vocab_file):
     """Counts from a CSV vocabulary file: one class per line, its count in the last column.
 
     This is the format of `tf.random.fixed_unigram_candidate_sampler`'s `vocab_file`, e.g.
-    `the,1061396`. Every line is a class, so an empty line is an error (skipping it would
-    shift the ids of all classes after it).
+    `the,1061396`, read as UTF-8. Either every line is `word,count` (the count after the
+    last comma) or no line has a comma and each is a bare count. Errors name the file and
+    the line:
+    - an empty line (skipping it would shift the ids of all classes after it);
+    - a line without a comma in a `word,count` file (`2024` there is a word whose count
+      is missing, not a count);
+    - a word on two lines (two ids for one word);
+    - a count that is not a finite nonnegative number, and bytes that are not UTF-8.
     """
     if not tf.io.gfile.exists(vocab_file):
         raise FileNotFoundError(f"`vocab_file` {vocab_file!r} does not exist.")
     counts = []
-    with tf.io.gfile.GFile(vocab_file, "r") as f:
-        for line_number, line in enumerate(f, start=1):
-            field = line.rstrip("\r\n").rsplit(",", 1)[-1].strip()
+    first_line_of = {}
+    with_words = None  # whether lines are `word,count`, decided by line 1
+    # Bytes, decoded line by line, so that a decoding error can name its line.
+    with tf.io.gfile.GFile(vocab_file, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            where = f"`vocab_file` {vocab_file!r}, line {line_number}"
+            try:
+                # utf-8-sig on line 1: a byte-order mark is not part of the first word.
+                line = raw.decode("utf-8-sig" if line_number == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{where}: not valid UTF-8 ({e.reason} at byte {e.start} of the line: "
+                    f"{raw[max(e.start - 10, 0):e.end + 10]!r}).") from None
+            if not line.strip():
+                raise ValueError(f"{where}: empty line; every line must be a class.")
+            has_comma = "," in line
+            if with_words is None:
+                with_words = has_comma
+            elif has_comma != with_words:
+                raise ValueError(
+                    f"{where}: {line!r} " + (
+                        "has no comma, but line 1 is `word,count`: each line needs its "
+                        "word and its count." if with_words else
+                        "has a comma, but line 1 is a bare count: either every line is "
+                        "`word,count` or none is."))
+            word, field = line.rsplit(",", 1) if has_comma else (None, line)
+            field = field.strip()
             try:
                 count = float(field)
             except ValueError:
                 raise ValueError(
-                    f"`vocab_file` {vocab_file!r}, line {line_number}: the last "
-                    f"comma-separated field must be a count, got {line.rstrip()!r}.") from None
+                    f"{where}: the last comma-separated field must be a count, got "
+                    f"{line!r}.") from None
             if not math.isfinite(count) or count < 0:
                 raise ValueError(
-                    f"`vocab_file` {vocab_file!r}, line {line_number}: counts must be finite "
-                    f"and nonnegative, got {field!r}.")
+                    f"{where}: counts must be finite and nonnegative, got {field!r}.")
+            if word is not None:
+                seen = first_line_of.setdefault(word, line_number)
+                if seen != line_number:
+                    raise ValueError(
+                        f"{where}: the word {word!r} is also on line {seen}; each word "
+                        f"must be listed once.")
             counts.append(count)
     if not counts:
         raise ValueError(f"`vocab_file` {vocab_file!r} is empty.")
