@@ -21,6 +21,7 @@ the uninterrupted run.
 import json
 import math
 import os
+import warnings
 
 import keras
 import tensorflow as tf
@@ -42,10 +43,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     arguments, training continues exactly as if it had not been interrupted (weights,
     sampler state and the negatives drawn), provided that:
 
-    - the data is read in the same order in every process: a `tf.data.Dataset` or arrays
-      with `shuffle=False`, or an order that depends only on the epoch. (Keras shuffles
-      arrays with `shuffle=True` differently in a new process.) The skipped batches are
-      read and dropped, so skipping costs the input pipeline's time only;
+    - the data comes in the same order in every process: arrays with `shuffle=False`, or
+      with `shuffle=True` after `keras.utils.set_random_seed`, or a `tf.data` pipeline
+      whose order depends only on the epoch. The skipped batches are read and dropped, so
+      skipping costs the input pipeline's time only;
     - the model's other random state is seeded or restored the same way (Dropout and
       other layers' seed generators are not saved by Keras);
     - the ops are deterministic (`tf.config.experimental.enable_op_determinism()` on GPU).
@@ -102,6 +103,13 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         epoch = int(metadata["epoch"])
         self.model._initial_epoch = epoch  # how Keras' own callback sets the start epoch
         self._epoch = epoch
+        if _POSITION_KEY not in metadata and int(metadata.get("batch", 0)) > 0:
+            warnings.warn(
+                f"The backup in {self.backup_dir} was written by keras.callbacks."
+                "BackupAndRestore, which does not record how many steps of epoch "
+                f"{epoch} it contains: that epoch is trained from its first batch, and the "
+                "batches before the backup are trained on (and counted by learning "
+                "samplers) twice.", stacklevel=2)
         self._steps_done = int(metadata.get(_POSITION_KEY, 0))
         if self._steps_done > 0:
             self._start_skipping(self._steps_done)
