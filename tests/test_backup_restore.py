@@ -181,6 +181,39 @@ def test_keras_file_without_seed_state_loads(tmp_path):
         again.get_layer("learned").sampler.seed_generator.state.numpy(), ref["seed_a"])
 
 
+class _RaiseAfter(keras.callbacks.Callback):
+    def __init__(self, steps):
+        super().__init__()
+        self.steps = steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.steps:
+            raise RuntimeError("interrupted")
+
+
+def test_fit_that_raises_while_skipping_leaves_later_fits_training(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = np.ones((40, 2), "float32"), np.zeros((40, 1), "float32")  # 10 steps of 4
+
+    def fit(*callbacks):
+        model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0,
+                  callbacks=list(callbacks))
+        return int(model.optimizer.iterations.numpy())
+
+    def backup():
+        return tfs.callbacks.BackupAndRestore(str(tmp_path / "backup"), save_freq=6)
+
+    with pytest.raises(RuntimeError):
+        fit(backup(), _RaiseAfter(7))  # backup after step 6
+    assert int(model.optimizer.iterations.numpy()) == 7
+    with pytest.raises(RuntimeError):
+        fit(backup(), _RaiseAfter(2))  # restores step 6, raises while skipping
+    assert int(model.optimizer.iterations.numpy()) == 6
+    assert fit() == 16  # a plain fit trains all 10 steps
+    assert fit(backup()) == 10  # restores step 6 again, skips 6 steps, trains 4
+
+
 def test_save_freq_is_checked():
     for bad in (0, -1, 2.5, True, "batch"):
         with pytest.raises(ValueError, match="save_freq"):

@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 _POSITION_KEY = "steps_done"
+_UNWRAPPED = "_tfs_train_function"  # on a skipping wrapper: the train_function it replaces
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -82,7 +83,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self._epoch = 0
         self._steps_done = 0        # steps of self._epoch done, by any process
         self._since_backup = 0      # steps trained since the last backup
-        self._skip = None           # (calls left, model's own train_function) while skipping
+        self._skip = None           # while skipping: the model's own train_function
 
     # ------------------------------------------------------------------ restore
     def on_train_begin(self, logs=None):
@@ -129,30 +130,40 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def _start_skipping(self, steps):
         model = self.model
-        train_function = model.train_function
+        # A wrapper left by a fit that raised while skipping is replaced, not wrapped.
+        train_function = getattr(model.train_function, _UNWRAPPED, model.train_function)
         per_call = int(getattr(model, "steps_per_execution", 1) or 1)
+        calls_left = [math.ceil(steps / per_call)]
+        seen = []  # the iterator of the epoch being skipped
 
         def skip_batches(iterator):
             # What the fit loop calls for a step the backup already contains: consume its
             # batches, run nothing. Returns the metrics as they are (reset at epoch start).
+            if seen and iterator is not seen[0]:
+                # Another epoch or another fit: the fit that installed this wrapper ended
+                # (by an exception) before all its skipped steps were read. Train.
+                model.train_function = train_function
+                return train_function(iterator)
+            seen[:] = [iterator]
             for _ in range(per_call):
                 if hasattr(iterator, "get_next_as_optional"):
                     if not iterator.get_next_as_optional().has_value():
                         raise StopIteration
                 else:
                     next(iterator)
-            calls_left, _ = self._skip
-            self._skip = (calls_left - 1, train_function)
-            if calls_left == 1:
+            calls_left[0] -= 1
+            if calls_left[0] == 0:
                 self._stop_skipping()
             return model.get_metrics_result()
 
-        self._skip = (math.ceil(steps / per_call), train_function)
+        setattr(skip_batches, _UNWRAPPED, train_function)
+        self._skip = train_function
         model.train_function = skip_batches
 
     def _stop_skipping(self):
         if self._skip is not None:
-            self.model.train_function = self._skip[1]
+            if getattr(self.model.train_function, _UNWRAPPED, None) is self._skip:
+                self.model.train_function = self._skip
             self._skip = None
 
     # ------------------------------------------------------------------ back up
