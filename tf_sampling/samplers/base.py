@@ -25,32 +25,6 @@ SampledValues = collections.namedtuple(
     ["sampled_candidates", "true_expected_count", "sampled_expected_count"],
 )
 
-_SEED_STATE_KEY = "seed_generator_state"
-
-
-class _StoreWithout:
-    """Read-only view of a Keras weights store (H5 group or dict) minus one key, so that
-    `Layer.load_own_variables` sees exactly the layer's weights."""
-
-    def __init__(self, store, key):
-        self._store = store
-        self._key = key
-
-    def keys(self):
-        return [k for k in self._store.keys() if k != self._key]
-
-    def __len__(self):
-        return len(self.keys())
-
-    def __contains__(self, key):
-        return key != self._key and key in self._store
-
-    def __getitem__(self, key):
-        if key == self._key:
-            raise KeyError(key)
-        return self._store[key]
-
-
 # Unique sampling draws in rounds whose size doubles; 40 rounds is > 2^40 draws, so running
 # out means the support is smaller than num_sampled, not bad luck.
 _MAX_UNIQUE_ROUNDS = 40
@@ -103,6 +77,32 @@ def expected_counts(p, num_tries, num_sampled, unique):
     else:
         out = p * float(num_sampled)
     return tf.cast(out, tf.float32)
+
+
+_SEED_STATE_KEY = "seed_generator_state"
+
+
+class _StoreWithout:
+    """Read-only view of a Keras weights store (H5 group or dict) minus one key, so that
+    `Layer.load_own_variables` sees exactly the layer's weights."""
+
+    def __init__(self, store, key):
+        self._store = store
+        self._key = key
+
+    def keys(self):
+        return [k for k in self._store.keys() if k != self._key]
+
+    def __len__(self):
+        return len(self.keys())
+
+    def __contains__(self, key):
+        return key != self._key and key in self._store
+
+    def __getitem__(self, key):
+        if key == self._key:
+            raise KeyError(key)
+        return self._store[key]
 
 
 class CandidateSampler(keras.layers.Layer):
