@@ -79,15 +79,44 @@ def expected_counts(p, num_tries, num_sampled, unique):
     return tf.cast(out, tf.float32)
 
 
+_SEED_STATE_KEY = "seed_generator_state"
+
+
+class _StoreWithout:
+    """Read-only view of a Keras weights store (H5 group or dict) minus one key, so that
+    `Layer.load_own_variables` sees exactly the layer's weights."""
+
+    def __init__(self, store, key):
+        self._store = store
+        self._key = key
+
+    def keys(self):
+        return [k for k in self._store.keys() if k != self._key]
+
+    def __len__(self):
+        return len(self.keys())
+
+    def __contains__(self, key):
+        return key != self._key and key in self._store
+
+    def __getitem__(self, key):
+        if key == self._key:
+            raise KeyError(key)
+        return self._store[key]
+
+
 class CandidateSampler(keras.layers.Layer):
     """Base class for candidate samplers.
 
     Args:
         num_classes: number of classes; ids are in `[0, num_classes)`.
         seed: optional integer. Draws made with `seed=None` in `sample()` come from a
-            `keras.random.SeedGenerator` seeded with it; its state is a variable, saved by
-            `tf.train.Checkpoint` and in SavedModels (`.keras` files keep only weights, so
-            a loaded model restarts the stream from `seed`).
+            `keras.random.SeedGenerator` seeded with it. Its state is a variable, saved by
+            `tf.train.Checkpoint`, in SavedModels, and in `.keras` and `.weights.h5`
+            files (as the entry `seed_generator_state` next to the layer's weights), so a
+            restored sampler continues the stream where it was saved. A file without that
+            entry loads too, with the stream left where it is (at `seed` for a new
+            sampler).
 
     Subclasses set `learns = True` if `update()` changes the distribution.
     """
@@ -183,6 +212,19 @@ class CandidateSampler(keras.layers.Layer):
         config = super().get_config()
         config.update({"num_classes": self.num_classes, "seed": self.seed})
         return config
+
+    # Keras saves a layer's weights only, not its SeedGenerator states. Without the seed
+    # state a restored model (BackupAndRestore, load_model) draws other negatives than
+    # the run it was saved from, so it is saved as one more entry of this layer.
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[_SEED_STATE_KEY] = keras.ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        if _SEED_STATE_KEY in store:
+            self.seed_generator.state.assign(store[_SEED_STATE_KEY])
+            store = _StoreWithout(store, _SEED_STATE_KEY)
+        super().load_own_variables(store)
 
     # ----------------------------------------------------------------- helpers
     def _make_seed(self, seed):
