@@ -299,3 +299,13 @@ def test_rejected_add_weights_in_fit_leaves_the_state_as_before(impl):
         model.fit([np.array([1, 2]), np.array([1.0, np.inf])], np.zeros(2), verbose=0)
     for w in s.weights:
         np.testing.assert_array_equal(before[w.path], w.numpy(), err_msg=w.path)
+
+
+def test_unique_sample_of_more_classes_than_have_probability_is_an_error():
+    """A learned sampler whose counts were set to zero for most classes has no support
+    check of its own: the bound's computation reports the support instead."""
+    s = LearnedUnigramSampler(20, seed=1)
+    s.counts.assign(np.r_[np.zeros(15, np.int64), np.ones(5, np.int64)])
+    for run in (lambda: s.sample([[19]], 6), tf.function(lambda: s.sample([[19]], 6))):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="fewer than num_sampled=6"):
+            run()

@@ -155,8 +155,10 @@ def mixture_sample(table, table_mass, extra_ids, extra_cum, num_samples, seed):
 
 def sample_unique(table, num_samples, seed):
     """(first `num_samples` distinct ids of an i.i.d. stream, the stream length used)."""
-    p = probabilities(table)
-    return _unique_from_stream(lambda k, s: sample(table, k, s), num_samples, seed, p)
+    def draw(k, s):
+        return sample(table, k, s)
+
+    return _unique_from_stream(draw, num_samples, seed, probabilities(table))
 
 
 def mixture_sample_unique(table, table_mass, extra_ids, extra_cum, num_samples, seed):
@@ -165,9 +167,11 @@ def mixture_sample_unique(table, table_mass, extra_ids, extra_cum, num_samples, 
     amounts = extra_cum - tf.concat([[0.0], extra_cum[:-1]], 0)
     mass = (probabilities(table) * table_mass
             + tf.math.unsorted_segment_sum(amounts, extra_ids, n))
-    return _unique_from_stream(
-        lambda k, s: mixture_sample(table, table_mass, extra_ids, extra_cum, k, s),
-        num_samples, seed, mass)
+
+    def draw(k, s):
+        return mixture_sample(table, table_mass, extra_ids, extra_cum, k, s)
+
+    return _unique_from_stream(draw, num_samples, seed, mass)
 
 
 def _unique_from_stream(draw, num_samples, seed, mass):
@@ -179,6 +183,8 @@ def _unique_from_stream(draw, num_samples, seed, mass):
         ["fewer classes than `num_samples` have a positive probability:", support])
     with tf.control_dependencies([enough]):
         seed = tf.identity(seed)
-    found, tries = _unique.unique_rows(
-        draw, 1, num_samples, seed, lambda: mass, tf.size(mass))
+    def all_mass():
+        return mass
+
+    found, tries = _unique.unique_rows(draw, 1, num_samples, seed, all_mass, tf.size(mass))
     return tf.ensure_shape(found[0], [num_samples]), tries[0]

@@ -14,9 +14,10 @@ ALGORITHM
     stochastically below a sum of geometric variables of mean mu = sum_{j<k} 1 / r_j, and
     Janson's tail bound (Statist. Probab. Lett. 135, 2018, Thm 2.1) gives
     P(T >= lambda mu) <= 2^-40 for lambda = 1 + 2c + sqrt(2c), c = ln(2^40) / (r_{k-1} mu).
-    A row may use max(2^20, 2k, lambda mu) draws. The bound costs O(V) (every class's
-    probability and a top-k), so it is computed only when a stream passes 2^20 draws; past
-    it, or if it exceeds 2^32 draws, the call fails with InvalidArgumentError.
+    A row may use max(2^20 / batch, 2k, lambda mu) draws. The bound costs O(V) (every
+    class's probability and a top-k), so it is computed only when the streams pass
+    max(2^20 / batch, 2k) draws per row; past it, or if it exceeds 2^32 draws, the call
+    fails with InvalidArgumentError.
 
 COST
     O(batch * T log(k + T)) for T draws per row (a sort per round).
@@ -108,7 +109,9 @@ def unique_rows(draw, batch, k, seed, probabilities, num_classes):
         stream position of each row's k-th distinct id + 1).
     """
     batch = tf.cast(batch, tf.int64)
-    free = max(FREE_DRAWS, 2 * k)
+    # Draws per row before the bound is computed: 2^20 in all, split between the rows (a
+    # per-row bound is what matters, and the O(V) bound costs less than batch * 2^20 draws).
+    free = tf.maximum(tf.constant(2 * k, tf.int64), FREE_DRAWS // tf.maximum(batch, 1))
     round_cap = tf.maximum(tf.constant(2 * k, tf.int64),
                            MAX_ROUND_ELEMENTS // tf.maximum(batch, 1))
     msg = "the sampler drew ids outside [0, num_classes): a bug in its draws"
@@ -126,22 +129,31 @@ def unique_rows(draw, batch, k, seed, probabilities, num_classes):
         found, count, tries = _merge_round(found, count, tries, pos, ids, k)
         return r + 1, pos + length, found, count, tries, limit
 
+    # Named functions, not lambdas, throughout: AutoGraph locates a lambda by parsing its
+    # source line, and several lambdas near each other can make it convert the wrong one.
+    def cond(r, pos, found, count, tries, limit):
+        return tf.reduce_any(count < k) & (pos < limit)
+
     def run(state):
         return tf.while_loop(
-            lambda r, pos, found, count, tries, limit:
-                tf.reduce_any(count < k) & (pos < limit),
-            body, state,
+            cond, body, state,
             shape_invariants=(tf.TensorShape([]),) * 2 + (tf.TensorShape([None, k]),) +
             (tf.TensorShape([None]),) * 2 + (tf.TensorShape([]),))
 
     # An int32 round counter: fold_in(seed, r) then gives the same streams as an int r.
     state = (tf.constant(0, tf.int32), tf.constant(0, tf.int64), _padding(batch, k),
-             tf.zeros([batch], tf.int64), tf.zeros([batch], tf.int64),
-             tf.constant(free, tf.int64))
+             tf.zeros([batch], tf.int64), tf.zeros([batch], tf.int64), free)
     state = run(state)
 
     def with_bound():
-        bound = draw_bound(probabilities(), k)
+        p = tf.convert_to_tensor(probabilities(), tf.float64)
+        support = tf.math.count_nonzero(p > 0.0)
+        enough = tf.debugging.Assert(
+            support >= k, [f"fewer than num_sampled={k} classes have nonzero probability; "
+                           "cannot draw a unique sample. Classes of nonzero probability:",
+                           support])
+        with tf.control_dependencies([enough]):
+            bound = draw_bound(p, k)
         check = tf.debugging.Assert(
             bound <= float(MAX_DRAWS), [TOO_SKEWED.format(k=k), bound],
             summarize=1)
@@ -149,7 +161,10 @@ def unique_rows(draw, batch, k, seed, probabilities, num_classes):
             limit = tf.maximum(tf.cast(tf.math.ceil(bound), tf.int64), free)
         return run(state[:5] + (limit,))
 
-    state = tf.cond(tf.reduce_all(state[3] >= k), lambda: state, with_bound)
+    def without_bound():
+        return state
+
+    state = tf.cond(tf.reduce_all(state[3] >= k), without_bound, with_bound)
     _, _, found, count, tries, limit = state
     check = tf.debugging.Assert(
         tf.reduce_all(count >= k), [PAST_BOUND.format(k=k), limit],

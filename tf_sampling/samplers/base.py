@@ -27,6 +27,7 @@ SampledValues = collections.namedtuple(
     ["sampled_candidates", "true_expected_count", "sampled_expected_count"],
 )
 
+
 def draw_from_cdf(cdf, num_draws, seed):
     """`num_draws` i.i.d. int64 draws by inverse CDF.
 
@@ -233,7 +234,9 @@ class CandidateSampler(keras.layers.Layer):
             )
             with tf.control_dependencies([enough_support]):
                 seed = tf.identity(seed)
-        found, tries = _unique.unique_rows(
-            lambda length, s: self._draw(tf.cast(length, tf.int32), s), 1, num_sampled, seed,
-            self._all_probabilities, self.num_classes)
+        def draw(length, s):
+            return self._draw(tf.cast(length, tf.int32), s)
+
+        found, tries = _unique.unique_rows(draw, 1, num_sampled, seed,
+                                           self._all_probabilities, self.num_classes)
         return tf.ensure_shape(found[0], [num_sampled]), tries[0]

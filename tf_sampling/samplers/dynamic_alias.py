@@ -281,10 +281,9 @@ class DynamicAliasSampler(CandidateSampler):
 
     @classmethod
     def from_config(cls, config):
-        # The weights are state, saved and restored with the variables. Configs written
-        # before they were left out of the config may hold `initial_weights` (a list of
-        # num_classes numbers): building from them would only be overwritten by the saved
-        # weights, so they are dropped.
+        # The weights are state, saved and restored with the variables. A config from a
+        # version that stored `initial_weights` (num_classes numbers) still loads: they
+        # would only be overwritten by the saved weights, so they are dropped.
         config = dict(config)
         config.pop("initial_weights", None)
         return cls(**config)
