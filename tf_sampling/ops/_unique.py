@@ -101,7 +101,8 @@ def unique_rows(draw, batch, k, seed, probabilities, num_classes):
         draw: `draw(length, seed)` -> int `[batch, length]` i.i.d. ids in [0, num_classes).
         batch: int32 scalar tensor; k: Python int >= 1; seed: int `[2]` tensor.
         probabilities: `probabilities()` -> float64 `[num_classes]` class probabilities
-            of the draws (any scale), called only if a stream passes FREE_DRAWS draws.
+            of the draws (any scale), called only if the streams pass max(2k, 2^20 / batch)
+            draws per row.
         num_classes: int scalar; draws outside [0, num_classes) are an error.
 
     Returns:
