@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
-from tf_sampling.losses.per_example import _first_distinct_per_row
+from _stats import assert_cells
+from tf_sampling.ops import _unique
 
 V, D, B = 40, 6, 7
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -522,6 +523,9 @@ def test_per_example_draws_follow_the_distribution():
     chi2 = ((counts - expected) ** 2 / expected).sum()
     # 7 degrees of freedom: P(chi2 > 24.3) = 0.001 for a correct sampler; the seed is fixed.
     assert chi2 < 24.3, chi2
+    # Every cell as well (tests/_stats.py; cut 4.0 sigma for 1e-3 over 8 cells): the
+    # median class expects 1000 draws, so a 20% bias on it would be 6.6 sigma.
+    assert_cells(counts, _TableSampler.P, alpha=1e-3)
     # Each example has its own draws: with 8^25 possible rows, equal rows would mean sharing.
     assert len({tuple(r) for r in ids}) == batch
     np.testing.assert_allclose(sv.sampled_expected_count, _TableSampler.P[ids] * s, rtol=1e-6)
@@ -546,13 +550,19 @@ def test_per_example_seeds_repeat():
 
 def test_first_distinct_per_row():
     stream = tf.constant([[3, 3, 1, 2, 1, 5], [0, 1, 2, 3, 4, 5], [7, 7, 7, 7, 7, 8]], tf.int64)
-    keep, tries, enough = _first_distinct_per_row(stream, 3)
-    np.testing.assert_array_equal(keep, [[1, 0, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0],
-                                         [1, 0, 0, 0, 0, 1]])
-    assert not bool(enough)  # row 2 has only two distinct ids
-    keep, tries, enough = _first_distinct_per_row(stream[:2], 3)
-    np.testing.assert_array_equal(tries, [4, 3])
-    assert bool(enough)
+    none = tf.zeros([3], tf.int64)
+    found, count, tries = _unique._merge_round(_unique._padding(3, 3), none, none,
+                                               tf.constant(10, tf.int64), stream, 3)
+    np.testing.assert_array_equal(found[:2], [[3, 1, 2], [0, 1, 2]])
+    np.testing.assert_array_equal(found[2, :2], [7, 8])
+    assert found[2, 2] < 0  # row 2 has only two distinct ids: one padding slot left
+    np.testing.assert_array_equal(count, [3, 3, 2])
+    np.testing.assert_array_equal(tries, [14, 13, 0])  # 10 draws before this round
+    # A next round adds to row 2 only; rows 0 and 1 keep their ids and tries.
+    found, count, tries = _unique._merge_round(found, count, tries, tf.constant(16, tf.int64),
+                                               tf.constant([[9, 9], [9, 9], [8, 4]], tf.int64), 3)
+    np.testing.assert_array_equal(found, [[3, 1, 2], [0, 1, 2], [7, 8, 4]])
+    np.testing.assert_array_equal(tries, [14, 13, 18])
 
 
 def test_per_example_unique():

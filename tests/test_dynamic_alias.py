@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+from _stats import assert_cells
 from tf_sampling.ops import _loader
 from tf_sampling.samplers.dynamic_alias import DynamicAliasSampler
 
@@ -54,6 +55,9 @@ def test_static_weights_exact(impl):
     assert counts[w == 0].sum() == 0
     ok, info = chi2_ok(counts, w / w.sum())
     assert ok, info
+    # Every cell (tests/_stats.py, cut about 5.9 sigma): the median class expects 2100
+    # draws, so a 20% bias on it would be 9.2 sigma.
+    assert_cells(counts, w / w.sum())
 
 
 @pytest.mark.parametrize("max_pending, threshold", [(150, 0.3), (100_000, 1000.0)])
@@ -92,6 +96,7 @@ def test_exact_after_many_dynamic_updates(impl, max_pending, threshold):
     assert counts[:50].sum() == 0
     ok, info = chi2_ok(counts, ref / ref.sum())
     assert ok, info
+    assert_cells(counts, ref / ref.sum())  # median class ~1700 draws: 20% is 8.2 sigma
 
 
 def test_expected_counts_are_exact(impl):
@@ -297,3 +302,40 @@ def test_one_replica_strategy_matches_no_strategy():
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     np.testing.assert_array_equal(s.sample([[1]], 10, seed=3).sampled_candidates,
                                   ref.sample([[1]], 10, seed=3).sampled_candidates)
+
+
+def test_initial_weights_are_saved_as_weights_not_in_the_config(tmp_path):
+    """`initial_weights` are state: a config holds only the options, whatever the size
+    (issue 19: at V=1e7 they made a 198 MB config.json), and the weights come back from
+    the saved variables. A `.keras` file written with them in its config still loads."""
+    import json
+    import zipfile
+
+    v = 100_000
+    w = np.random.default_rng(0).random(v)
+    s = DynamicAliasSampler(v, initial_weights=w, seed=2)
+    config = s.get_config()
+    assert "initial_weights" not in config and len(json.dumps(config)) < 1000
+    labels = keras.Input((1,), dtype="int64")
+    model = keras.Model(labels, SquareLoss()(DynamicHolder(s)(labels)))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    for old_format in (False, True):
+        if old_format:  # the config as older versions wrote it
+            old = str(tmp_path / "old.keras")
+            with zipfile.ZipFile(path) as src, zipfile.ZipFile(old, "w") as dst:
+                for item in src.infolist():
+                    data = src.read(item.filename)
+                    if item.filename == "config.json":
+                        text = data.decode()
+                        marker = '"learn_from_labels"'
+                        assert text.count(marker) == 1
+                        data = text.replace(marker, '"initial_weights": %s, %s' % (
+                            json.dumps(w[:3].tolist() + [1.0] * (v - 3)), marker)).encode()
+                    dst.writestr(item, data)
+            path = old
+        loaded = keras.models.load_model(path)
+        t = [layer for layer in loaded.layers if isinstance(layer, DynamicHolder)][0].sampler
+        np.testing.assert_array_equal(t.class_weights.numpy(), w)
+        np.testing.assert_array_equal(t.alias_table.numpy(), s.alias_table.numpy())
+        assert "initial_weights" not in t.get_config()

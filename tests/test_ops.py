@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+from _stats import assert_cells
 from tf_sampling.ops import _alias_tf, _loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -307,6 +308,10 @@ def test_samples_follow_the_weights(use_op):
     assert counts[w == 0].sum() == 0
     stat, df = chi_square(counts, w / w.sum())
     assert stat < chi2_bound(df), (stat, df)
+    # Every cell (tests/_stats.py): 260 cells of expected count >= 20, cut 5.9 sigma. The
+    # median class expects 1600 draws, so a 20% bias on it is 8.0 sigma (detected with
+    # probability 0.98 for a random seed); this seed's draws are fixed.
+    assert_cells(counts, w / w.sum())
 
 
 def test_samples_follow_the_weights_large_table(use_op):
@@ -314,8 +319,11 @@ def test_samples_follow_the_weights_large_table(use_op):
     w = 1.0 / (1.0 + rng.permutation(200_000))  # Zipf, shuffled
     table = tfs.ops.alias_build(w.astype(np.float32), use_custom_op=use_op)
     ids = tfs.ops.alias_sample(table, 2_000_000, seed=5, use_custom_op=use_op).numpy()
-    stat, df = chi_square(np.bincount(ids, minlength=len(w)), w / w.sum())
+    counts = np.bincount(ids, minlength=len(w))
+    stat, df = chi_square(counts, w / w.sum())
     assert stat < chi2_bound(df), (stat, df)
+    # The cells of expected count >= 20 (the ~5000 most likely classes) one by one.
+    assert_cells(counts, w / w.sum())
 
 
 def test_op_and_fallback_samples_agree_in_distribution():
@@ -505,6 +513,7 @@ def test_mixture_samples_follow_table_plus_list(use_op):
     assert counts[target == 0].sum() == 0
     stat, df = chi_square(counts, target / target.sum())
     assert stat < chi2_bound(df), (stat, df)
+    assert_cells(counts, target / target.sum())  # every cell, as in the test above
 
 
 def test_mixture_with_an_empty_list_is_the_table_stream(use_op):
@@ -524,11 +533,24 @@ def test_mixture_unique(use_op):
                                               use_custom_op=use_op)
     got = got.numpy()
     assert len(set(got)) == k and np.all(target[got] > 0) and int(tries) >= k
-    if use_op:  # the first k distinct ids of the op's own stream
+    # The first k distinct ids of its own stream (the fallback's: rounds of doubling
+    # length, round r from fold_in(seed, r)), and num_tries is that stream's length.
+    if use_op:
         stream = tfs.ops.alias_mixture_sample(table, w.sum(), ids, cum, int(tries), seed,
                                               use_custom_op=True).numpy()
-        _, first = np.unique(stream, return_index=True)
-        np.testing.assert_array_equal(stream[np.sort(first)], got)
+    else:
+        parts, length, r = [], 0, 0
+        while length < int(tries):
+            size = 2 * k if r == 0 else length
+            parts.append(_alias_tf.mixture_sample(
+                table, tf.constant(w.sum(), tf.float64), ids, cum, size,
+                tf.random.experimental.stateless_fold_in(seed, r)))
+            length += size
+            r += 1
+        stream = np.concatenate(parts)[:int(tries)]
+    _, first = np.unique(stream, return_index=True)
+    np.testing.assert_array_equal(stream[np.sort(first)], got)
+    assert np.sum(stream == stream[-1]) == 1  # the last draw was a new id
     with pytest.raises(tf.errors.InvalidArgumentError, match="positive probability"):
         tfs.ops.alias_mixture_sample(table, w.sum(), ids, cum, k + 6, seed, unique=True,
                                      use_custom_op=use_op)

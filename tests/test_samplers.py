@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+from _stats import assert_cells
 from tf_sampling.samplers import (FixedUnigramSampler, LearnedUnigramSampler,
                                   LogUniformSampler, UniformSampler)
 
@@ -110,10 +111,14 @@ def test_non_unique_draws_chi_square(name):
     v = 30 if name != "log_uniform" else 50
     s = make(name, v, seed=0)
     p = stated_probs(name, s)
-    observed = draw_counts(s, v, 100_000, seed=1234)
+    observed = draw_counts(s, v, 200_000, seed=1234)
     assert observed[p == 0].sum() == 0, "a class of probability 0 was drawn"
     stat, df = chi_square(observed, p)
     assert stat < CHI2_CRIT_1E3[df], (stat, df)
+    # Every cell too (tests/_stats.py), at the same 1e-3 for a random seed. The median
+    # class's expected count is about 2000 (log-uniform) to 6600 (fixed unigram), so a 20%
+    # bias on it moves its z by 8.8 to 16, against a cut of at most 4.3 (50 cells).
+    assert_cells(observed, p, alpha=1e-3)
     # Negative control: moving 10% of the mass to the uniform distribution over the same
     # support (for uniform: 5% from one half to the other) is rejected by the same data;
     # the noncentrality N * chi2(p, wrong) of these cases is 240 to 940, far above the
@@ -257,6 +262,7 @@ def test_unique_non_uniform_pairs_chi_square():
         np.testing.assert_allclose(ec, -np.expm1(round(t) * np.log1p(-ps)), rtol=1e-6)
     stat, df = chi_square(observed, probs)
     assert df == 9 and stat < CHI2_CRIT_1E3[9], stat
+    assert_cells(observed, probs, alpha=1e-3)  # every pair too (cut 3.9 sigma, 10 cells)
     # Negative control: pairs of distinct i.i.d. draws (probability proportional to
     # 2 p_a p_b) are rejected; the noncentrality is about 94 for these counts.
     iid = [2 * p[a] * p[b] for a, b in pairs]
@@ -341,10 +347,15 @@ def test_learned_counts_beyond_int32():
     total = 2 + big + 2 + 2**40 + 1
     np.testing.assert_allclose(s.probability([1, 3]).numpy(),
                                [(big + 2) / total, (2**40 + 1) / total], rtol=1e-6)
-    # Classes 0 and 2 have probability ~1e-12, so 10k draws essentially never pick them.
-    c = s.sample([[0]], 10_000, unique=False, seed=1).sampled_candidates.numpy()
-    assert set(c.tolist()) <= {1, 3} and (c == 1).mean() == pytest.approx(big / total,
-                                                                           abs=0.01)
+    # Classes 0 and 2 have probability ~1e-12, so 100k draws essentially never pick them.
+    n = 100_000
+    c = s.sample([[0]], n, unique=False, seed=1).sampled_candidates.numpy()
+    assert set(c.tolist()) <= {1, 3}
+    # Class 1 (p = 0.00195) is drawn a binomial number of times: mean 195, sd 14; within
+    # 4.9 sd (two-sided 1e-6 for a correct sampler), so a sampler that never draws it, or
+    # draws it 2^31 / 2^40 off in the way an int32 wrap would, fails.
+    p1 = (big + 2) / total
+    assert abs((c == 1).sum() - n * p1) < 4.9 * math.sqrt(n * p1 * (1 - p1)), (c == 1).sum()
 
 
 def test_learned_blocked_draws_equal_inverse_cdf():
@@ -586,8 +597,12 @@ def test_fixed_unigram_saved_model_holds_a_variable_not_a_constant(tmp_path):
     assert abs(large - small) < 1000, (small, large)
     loaded = tf.saved_model.load(str(tmp_path / "b"))
     out = loaded.sample(tf.constant([[99_999]], tf.int64))
+    # Three distinct draws from 10^5 classes with p_k = (k + 1) / 5e9: a repeat among the
+    # first draws has probability about 3 * sum p^2 = 4e-5, so the stream length is 3 and
+    # the expected count 1 - (1 - p)^3, to float32 precision.
+    p = 100_000 / (100_000 * 100_001 / 2)
     np.testing.assert_allclose(out.true_expected_count.numpy()[0, 0],
-                               -math.expm1(3 * math.log1p(-2 / 100_001)), rtol=0.5)
+                               -math.expm1(3 * math.log1p(-p)), rtol=1e-5)
 
 
 # ---------------------------------------------------------------- registry

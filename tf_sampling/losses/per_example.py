@@ -22,8 +22,9 @@ import tensorflow as tf
 from tf_sampling.losses import _unique_rows
 from tf_sampling.losses.candidate_softmax import (
     _check_biases, _gather_rows, _low_precision, _num_classes, _weight_shards)
+from tf_sampling.ops import _unique
 from tf_sampling.samplers.base import (
-    _MAX_UNIQUE_ROUNDS, CandidateSampler, SampledValues, _check_positive_int, expected_counts)
+    CandidateSampler, SampledValues, _check_positive_int, expected_counts)
 
 # TF marks accidental hits with -FLT_MAX (float32), whatever the logits' dtype.
 _ACCIDENTAL_HIT = float(-np.finfo(np.float32).max)
@@ -89,60 +90,24 @@ def sample_per_example(sampler, true_classes, num_sampled, unique=False, seed=No
     )
 
 
-def _first_distinct_per_row(stream, num_sampled):
-    """For an int64 `[batch, T]` stream: the first `num_sampled` distinct ids of each row,
-    the stream length that took (`tries`), and whether every row had enough.
-
-    A stable sort puts each id's earliest position first among its equals; marking those
-    and mapping back gives "first occurrence" flags in O(T log T) per row.
-    """
-    batch = tf.shape(stream)[0]
-    order = tf.argsort(stream, axis=1, stable=True)
-    in_order = tf.gather(stream, order, batch_dims=1)
-    new = tf.concat([tf.ones([batch, 1], tf.bool), in_order[:, 1:] != in_order[:, :-1]], 1)
-    first = tf.gather(new, tf.argsort(order, axis=1), batch_dims=1)
-    seen = tf.cumsum(tf.cast(first, tf.int32), axis=1)
-    enough = tf.reduce_all(seen[:, -1] >= num_sampled)
-    tries = tf.argmax(tf.cast(seen >= num_sampled, tf.int32), axis=1, output_type=tf.int64) + 1
-    keep = tf.logical_and(first, seen <= num_sampled)
-    return keep, tries, enough
-
-
 def _sample_unique_rows(sampler, batch, num_sampled, seed):
-    """Each row draws an i.i.d. stream in rounds (round r from `fold_in(seed, r)`, each as
-    long as all before it) until every row has seen `num_sampled` distinct ids."""
-    def draw(length, r):
-        flat = sampler._draw(batch * length, tf.random.experimental.stateless_fold_in(seed, r))
-        return tf.reshape(tf.cast(flat, tf.int64), [batch, length])
+    """Each row's first `num_sampled` distinct ids of its own i.i.d. stream, drawn in rounds
+    (round r from `fold_in(seed, r)`, each as long as all before it), with the draw bound of
+    `tf_sampling/ops/_unique.py`, and each row's stream length (`tries`)."""
+    def draw(length, s):
+        flat = sampler._draw(tf.cast(tf.cast(batch, tf.int64) * length, tf.int32), s)
+        return tf.reshape(tf.cast(flat, tf.int64), [tf.cast(batch, tf.int64), length])
 
     support = sampler._support_size()
     if support is not None:
-        # Fail at once rather than drawing ever longer streams.
+        # Fail at once rather than drawing up to the bound.
         with tf.control_dependencies([tf.debugging.assert_greater_equal(
                 tf.cast(support, tf.int64), tf.constant(num_sampled, tf.int64),
                 message=f"`num_sampled`={num_sampled} with unique=True needs that many "
                         "classes of nonzero probability, but the sampler has fewer")]):
             seed = tf.identity(seed)
-    first = draw(tf.constant(2 * num_sampled, tf.int32), 0)
-
-    def cond(r, stream):
-        return tf.logical_not(_first_distinct_per_row(stream, num_sampled)[2])
-
-    def body(r, stream):
-        return [r + 1, tf.concat([stream, draw(tf.shape(stream)[1], r)], 1)]
-
-    _, stream = tf.while_loop(
-        cond, body, [tf.constant(1), first],
-        shape_invariants=[tf.TensorShape([]), tf.TensorShape([None, None])],
-        maximum_iterations=_MAX_UNIQUE_ROUNDS)
-    keep, tries, enough = _first_distinct_per_row(stream, num_sampled)
-    check = tf.debugging.assert_equal(
-        enough, True,
-        message=f"fewer than num_sampled={num_sampled} classes have nonzero probability; "
-                "cannot draw a unique sample")
-    with tf.control_dependencies([check]):
-        sampled = tf.reshape(tf.boolean_mask(stream, keep), [batch, num_sampled])
-    return sampled, tries
+    return _unique.unique_rows(draw, batch, num_sampled, seed, sampler._all_probabilities,
+                               sampler.num_classes)
 
 
 # ---------------------------------------------------------------------------- logits

@@ -15,12 +15,11 @@ threshold), not the same stream.
 
 import tensorflow as tf
 
+from tf_sampling.ops import _unique
+
 _FIXED_ONE = 2.0**32
 _INT64_MAX = 2**63 - 1
 _LOW32 = 0xFFFFFFFF
-# Unique sampling draws in rounds whose size doubles; the support is checked first, so
-# running out of rounds (> 2^40 draws) cannot happen for a valid request.
-_MAX_UNIQUE_ROUNDS = 40
 
 
 def check_weights(weights):
@@ -156,8 +155,10 @@ def mixture_sample(table, table_mass, extra_ids, extra_cum, num_samples, seed):
 
 def sample_unique(table, num_samples, seed):
     """(first `num_samples` distinct ids of an i.i.d. stream, the stream length used)."""
-    support = tf.math.count_nonzero(probabilities(table) > 0.0)
-    return _unique_from_stream(lambda k, s: sample(table, k, s), num_samples, seed, support)
+    def draw(k, s):
+        return sample(table, k, s)
+
+    return _unique_from_stream(draw, num_samples, seed, probabilities(table))
 
 
 def mixture_sample_unique(table, table_mass, extra_ids, extra_cum, num_samples, seed):
@@ -166,34 +167,24 @@ def mixture_sample_unique(table, table_mass, extra_ids, extra_cum, num_samples, 
     amounts = extra_cum - tf.concat([[0.0], extra_cum[:-1]], 0)
     mass = (probabilities(table) * table_mass
             + tf.math.unsorted_segment_sum(amounts, extra_ids, n))
+
+    def draw(k, s):
+        return mixture_sample(table, table_mass, extra_ids, extra_cum, k, s)
+
+    return _unique_from_stream(draw, num_samples, seed, mass)
+
+
+def _unique_from_stream(draw, num_samples, seed, mass):
+    """The first distinct ids of `draw`'s stream, with the draw bound of `_unique` for the
+    class masses `mass` (float64 [n], any scale)."""
     support = tf.math.count_nonzero(mass > 0.0)
-    return _unique_from_stream(
-        lambda k, s: mixture_sample(table, table_mass, extra_ids, extra_cum, k, s),
-        num_samples, seed, support)
-
-
-def _unique_from_stream(draw, num_samples, seed, support):
     enough = tf.debugging.Assert(
         support >= num_samples,
         ["fewer classes than `num_samples` have a positive probability:", support])
     with tf.control_dependencies([enough]):
-        first = draw(2 * num_samples, tf.random.experimental.stateless_fold_in(seed, 0))
+        seed = tf.identity(seed)
+    def all_mass():
+        return mass
 
-    def cond(r, stream):
-        return tf.size(tf.unique(stream).y) < num_samples
-
-    def body(r, stream):
-        more = draw(tf.size(stream), tf.random.experimental.stateless_fold_in(seed, r))
-        return r + 1, tf.concat([stream, more], 0)
-
-    # Tuples: eager while_loop compares the body's output structure with loop_vars.
-    _, stream = tf.while_loop(
-        cond, body, (tf.constant(1), first),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None])),
-        maximum_iterations=_MAX_UNIQUE_ROUNDS)
-    distinct, index = tf.unique(stream, out_idx=tf.int64)
-    sampled = tf.ensure_shape(distinct[:num_samples], [num_samples])
-    # The stream position where the last kept id first appeared, + 1.
-    num_tries = tf.argmax(tf.cast(tf.equal(index, num_samples - 1), tf.int32),
-                          output_type=tf.int64) + 1
-    return sampled, num_tries
+    found, tries = _unique.unique_rows(draw, 1, num_samples, seed, all_mass, tf.size(mass))
+    return tf.ensure_shape(found[0], [num_samples]), tries[0]

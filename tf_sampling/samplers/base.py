@@ -20,14 +20,12 @@ import numbers
 import keras
 import tensorflow as tf
 
+from tf_sampling.ops import _unique
+
 SampledValues = collections.namedtuple(
     "SampledValues",
     ["sampled_candidates", "true_expected_count", "sampled_expected_count"],
 )
-
-# Unique sampling draws in rounds whose size doubles; 40 rounds is > 2^40 draws, so running
-# out means the support is smaller than num_sampled, not bad luck.
-_MAX_UNIQUE_ROUNDS = 40
 
 
 def draw_from_cdf(cdf, num_draws, seed):
@@ -154,6 +152,11 @@ class CandidateSampler(keras.layers.Layer):
         """Tell the sampler these ids were seen as true classes. No-op unless it learns."""
         return None
 
+    def _all_probabilities(self):
+        """float64 `[num_classes]` probabilities of every class (any positive scale), for
+        the unique-draw bound. O(num_classes); called only for long unique streams."""
+        return self._probability(tf.range(self.num_classes, dtype=tf.int64))
+
     def _support_size(self):
         """Number of classes with nonzero probability (int scalar), or None if all have.
 
@@ -260,7 +263,9 @@ class CandidateSampler(keras.layers.Layer):
         """First `num_sampled` distinct ids of an i.i.d. stream, and the stream length used.
 
         The stream is drawn in rounds (round r from `fold_in(seed, r)`), each as long as all
-        before it, so the total work is at most twice the tries needed.
+        before it (up to 2^22 draws), so the total work is at most about twice the tries
+        needed. At most a bound of draws is made (`tf_sampling/ops/_unique.py`): past it,
+        or if the bound is above 2^32 draws, InvalidArgumentError.
         """
         support = self._support_size()
         if support is not None:
@@ -271,32 +276,9 @@ class CandidateSampler(keras.layers.Layer):
             )
             with tf.control_dependencies([enough_support]):
                 seed = tf.identity(seed)
-        first = tf.cast(self._draw(tf.constant(2 * num_sampled, tf.int32),
-                                   tf.random.experimental.stateless_fold_in(seed, 0)), tf.int64)
+        def draw(length, s):
+            return self._draw(tf.cast(length, tf.int32), s)
 
-        def cond(r, stream):
-            return tf.size(tf.unique(stream).y) < num_sampled
-
-        def body(r, stream):
-            more = self._draw(tf.size(stream), tf.random.experimental.stateless_fold_in(seed, r))
-            return r + 1, tf.concat([stream, tf.cast(more, tf.int64)], 0)
-
-        # Tuples throughout: eager while_loop compares the body's output structure with
-        # loop_vars exactly, and a list there fails once a second round is needed.
-        _, stream = tf.while_loop(
-            cond, body, (tf.constant(1), first),
-            shape_invariants=(tf.TensorShape([]), tf.TensorShape([None])),
-            maximum_iterations=_MAX_UNIQUE_ROUNDS,
-        )
-        distinct, index = tf.unique(stream, out_idx=tf.int64)
-        enough = tf.debugging.assert_greater_equal(
-            tf.size(distinct), num_sampled,
-            message=f"fewer than num_sampled={num_sampled} classes have nonzero probability; "
-                    "cannot draw a unique sample",
-        )
-        with tf.control_dependencies([enough]):
-            sampled = tf.ensure_shape(distinct[:num_sampled], [num_sampled])
-        # The stream position where the last kept id first appeared, + 1.
-        num_tries = tf.argmax(tf.cast(tf.equal(index, num_sampled - 1), tf.int32),
-                              output_type=tf.int64) + 1
-        return sampled, num_tries
+        found, tries = _unique.unique_rows(draw, 1, num_sampled, seed,
+                                           self._all_probabilities, self.num_classes)
+        return tf.ensure_shape(found[0], [num_sampled]), tries[0]

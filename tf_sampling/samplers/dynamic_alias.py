@@ -31,6 +31,11 @@ class DynamicAliasSampler(CandidateSampler):
 
     All state (weights, table, increments) is in non-trainable variables, so it is saved
     by `tf.train.Checkpoint` and in `.keras` files and shared by every `tf.function`.
+    `get_config()` holds the options, never the weights (`initial_weights` could be
+    millions of numbers): a sampler rebuilt from its config alone starts from all ones
+    until its saved weights are loaded.
+    Updates are atomic: an `add_weights` or `assign_weights` that raises (bad amounts, a
+    sum that overflows) leaves every variable as it was.
     Expected counts come from the exact weights (`1 - (1 - p)^num_tries` when unique).
 
     Under `tf.distribute.MirroredStrategy` or `MultiWorkerMirroredStrategy` every replica
@@ -75,7 +80,6 @@ class DynamicAliasSampler(CandidateSampler):
         self.rebuild_threshold = float(rebuild_threshold)
         self.max_pending = _check_positive_int(max_pending, "max_pending")
         init = self._check_initial_weights(initial_weights)
-        self.initial_weights = None if initial_weights is None else init.tolist()
         with tf.init_scope():  # the first table is built eagerly, once
             table = ops.alias_build(init).numpy()
 
@@ -130,7 +134,8 @@ class DynamicAliasSampler(CandidateSampler):
         if amounts is None:
             amounts = tf.ones_like(ids, tf.float64)
         else:
-            amounts = tf.reshape(tf.cast(amounts, tf.float64), [-1])
+            amounts = tf.reshape(tf.cast(tf.convert_to_tensor(amounts, dtype_hint=tf.float64),
+                                         tf.float64), [-1])
             if (ids.shape[0] is not None and amounts.shape[0] is not None
                     and ids.shape[0] != amounts.shape[0]):
                 raise ValueError(f"`amounts` must have one entry per class id: {ids.shape[0]} "
@@ -152,6 +157,8 @@ class DynamicAliasSampler(CandidateSampler):
         return replicas.local_copy(variable, self._replica_strategy)
 
     def _add_to_copy(self, ids, amounts):
+        # Atomic: everything that can fail (sums overflowing, the table build) is checked
+        # or done before the first write, so a rejected update leaves the state as it was.
         weights = self._local(self.class_weights)
         num_new = tf.size(ids, out_type=tf.int64)
         # Classes whose weight becomes positive (for the support of unique draws).
@@ -159,16 +166,26 @@ class DynamicAliasSampler(CandidateSampler):
         per_class = tf.math.unsorted_segment_sum(amounts, where, tf.size(uniq))
         old = weights.sparse_read(uniq)
         newly = tf.math.count_nonzero((old == 0.0) & (per_class > 0.0), dtype=tf.int64)
-        weights.scatter_add(tf.IndexedSlices(per_class, uniq))
-        self._local(self.num_positive).assign_add(newly)
 
         size = tf.convert_to_tensor(self._local(self.pending_size))
         pending = self._pending_mass(size)
+        table_mass = tf.convert_to_tensor(self._local(self.table_mass))
         new_pending = pending + tf.reduce_sum(amounts)
-        full = (size + num_new > self.max_pending) | (
-            new_pending > self.rebuild_threshold * self._local(self.table_mass))
+        finite = tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(old + per_class))
+            & tf.math.is_finite(table_mass + new_pending),
+            ["`amounts` would make a weight or the sum of the weights overflow float64; "
+             "the sampler is left unchanged"])
+        with tf.control_dependencies([finite]):
+            full = (size + num_new > self.max_pending) | (
+                new_pending > self.rebuild_threshold * table_mass)
+
+        def add():
+            weights.scatter_add(tf.IndexedSlices(per_class, uniq))
+            self._local(self.num_positive).assign_add(newly)
 
         def append():
+            add()
             slots = (size + tf.range(num_new))[:, None]
             self._local(self.pending_ids).scatter_nd_update(slots, ids)
             self._local(self.pending_cum).scatter_nd_update(slots, pending + tf.cumsum(amounts))
@@ -176,7 +193,12 @@ class DynamicAliasSampler(CandidateSampler):
             return tf.constant(False)
 
         def rebuild():
-            self._rebuild_copy()
+            w = tf.tensor_scatter_nd_add(tf.convert_to_tensor(weights), uniq[:, None],
+                                         per_class)
+            table = ops.alias_build(w)
+            with tf.control_dependencies([table]):
+                add()
+                self._set_table(table, tf.reduce_sum(w))
             return tf.constant(True)
 
         return tf.cond(full, rebuild, append)
@@ -251,9 +273,17 @@ class DynamicAliasSampler(CandidateSampler):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "initial_weights": self.initial_weights,
             "learn_from_labels": self.learn_from_labels,
             "rebuild_threshold": self.rebuild_threshold,
             "max_pending": self.max_pending,
         })
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # The weights are state, saved and restored with the variables. A config from a
+        # version that stored `initial_weights` (num_classes numbers) still loads: they
+        # would only be overwritten by the saved weights, so they are dropped.
+        config = dict(config)
+        config.pop("initial_weights", None)
+        return cls(**config)

@@ -226,19 +226,31 @@ class AliasSampleOp : public OpKernel {
                               const std::function<void(int64_t, int64_t)>& fn) {
       ParallelFor(ctx, pieces, /*cost_per_unit=*/alias::kUniquePiece * 40, fn);
     };
-    int64_t num_tries = 0, support = -1;
-    const int rc = alias::SampleUnique(a.table, a.n, a.key, a.mix,
-                                       a.num, out->flat<int64_t>().data(),
-                                       &num_tries, &support, parallel_for);
-    tries->scalar<int64_t>()() = num_tries;
+    alias::UniqueStats stats;
+    const int rc = alias::SampleUniqueBounded(
+        a.table, a.n, a.key, a.mix, a.num, out->flat<int64_t>().data(), &stats,
+        parallel_for);
+    tries->scalar<int64_t>()() = stats.num_tries;
     OP_REQUIRES(ctx, rc != alias::kUniqueBadAlias, CorruptTableError(a.n));
     OP_REQUIRES(ctx, rc != alias::kUniqueTooFew,
                 errors::InvalidArgument(
-                    "only ", support, " classes have a positive probability; "
-                    "cannot draw `num_samples` = ", a.num, " distinct ones"));
+                    "only ", stats.support, " classes have a positive "
+                    "probability; cannot draw `num_samples` = ", a.num,
+                    " distinct ones"));
+    OP_REQUIRES(ctx, rc != alias::kUniqueBoundTooLarge,
+                errors::InvalidArgument(
+                    "unique sampling of ", a.num, " distinct classes from this "
+                    "distribution needs up to ", stats.bound, " draws (a bound "
+                    "exceeded with probability < 2^-40), more than the limit "
+                    "of 2^32: a few classes hold almost all of the mass. Use "
+                    "unique=False, fewer samples, or a flatter distribution "
+                    "(e.g. a distortion below 1)"));
     OP_REQUIRES(ctx, rc == alias::kUniqueOk,
-                errors::InvalidArgument("no ", a.num, " distinct classes after "
-                                        "2^36 draws"));
+                errors::InvalidArgument(
+                    "no ", a.num, " distinct classes after ", stats.bound,
+                    " draws, the bound that a stream of this distribution "
+                    "passes with probability < 2^-40: the table or the extra "
+                    "ids do not describe the distribution drawn (corrupted)"));
   }
 };
 

@@ -67,7 +67,8 @@
 //   O(n) extra memory, O(n / p + log n) depth (split). Draw: O(1), one random
 //   8-byte read per sample; the table takes 8n bytes. Unique draws: O(1)
 //   expected per draw, with a bitmap of the n classes or, when that would be
-//   larger, a hash set.
+//   larger, a hash set; at most a bound of draws (see "draw bound" below),
+//   and O(n) once more for that bound when a stream passes 2^20 draws.
 //
 // SOURCE
 //   M. D. Vose, "A linear algorithm for generating random numbers with a given
@@ -927,15 +928,16 @@ inline int64_t SupportSize(const uint64_t* table, int64_t n,
   return count;
 }
 
-// P(class) implied by a table, in double (for tests and diagnostics).
-// The table must be valid (aliases in [0, n)).
+// P(class) implied by a table, in double (for tests, diagnostics and the
+// unique-draw bound). A corrupted alias (outside [0, n)) is skipped.
 inline std::vector<double> ImpliedProbabilities(const uint64_t* table,
                                                 int64_t n) {
   std::vector<double> p(n, 0.0);
   for (int64_t i = 0; i < n; ++i) {
     const double keep = EntryThreshold(table[i]) * kInvFixedOne;
     p[i] += keep;
-    p[EntryAlias(table[i])] += 1.0 - keep;
+    const uint32_t a = EntryAlias(table[i]);
+    if (a < static_cast<uint64_t>(n)) p[a] += 1.0 - keep;  // else corrupted
   }
   for (double& v : p) v /= static_cast<double>(n);
   return p;
@@ -1016,15 +1018,100 @@ enum UniqueStatus {
   kUniqueOk = 0,
   kUniqueBadAlias = 1,      // a corrupted alias entry or extra id was met
   kUniqueTooFew = 2,        // fewer than k classes have positive probability
-  kUniqueTooManyTries = 3   // 2^36 draws did not find k distinct classes
+  kUniqueTooManyTries = 3,  // the draw bound was reached without k distinct ids
+  kUniqueBoundTooLarge = 4  // the draw bound exceeds kMaxUniqueDraws
 };
+
+// ---------------------------------------------------------------- draw bound
+//
+// Unique sampling draws until k distinct ids were seen. Its number of draws T
+// is bounded so that a skewed distribution (one class with almost all the
+// mass) or a corrupted one can neither run without end nor exhaust memory:
+//
+//   With S_j the sum of the j largest class probabilities, after j distinct
+//   ids a draw is new with probability >= r_j = 1 - S_j, so T is
+//   stochastically below X = sum_{j<k} Geom(r_j), of mean mu = sum_j 1 / r_j.
+//   Janson ("Tail bounds for sums of geometric and exponential variables",
+//   Statist. Probab. Lett. 135, 2018, Thm 2.1): for lambda >= 1,
+//   P(X >= lambda mu) <= exp(-r_{k-1} mu (lambda - 1 - ln lambda)).
+//   With c = ln(2^40) / (r_{k-1} mu) and lambda = 1 + 2c + sqrt(2c), which has
+//   lambda - 1 - ln lambda >= c for every c > 0, P(T >= lambda mu) <= 2^-40.
+//
+//   The bound is max(kUniqueFreeDraws, 2k, lambda mu) draws. Past it a stream
+//   of the table's own distribution fails with probability below 2^-40, so
+//   reaching it means a corrupted distribution: an error, never more draws.
+//   A bound above kMaxUniqueDraws (e.g. 100 distinct ids of 10^4 classes when
+//   one class has weight 10^12 and the others 1: about 10^10 draws) is an
+//   error as soon as the bound is computed.
+//
+// The bound costs O(n) (the class probabilities and a partial sort of the k
+// largest), so it is only computed once a stream has used kUniqueFreeDraws
+// draws (8 MB of buffer); below that no check is needed. A round of draws has
+// at most kMaxRoundDraws entries, so the memory stays
+// O(min(bound, kMaxRoundDraws) + k) whatever the bound.
+
+constexpr int64_t kUniqueFreeDraws = int64_t{1} << 20;
+constexpr int64_t kMaxUniqueDraws = int64_t{1} << 32;
+constexpr int64_t kMaxRoundDraws = int64_t{1} << 22;
+// ln(2^40): the bound fails a correct stream with probability <= 2^-40.
+constexpr double kUniqueLogInvDelta = 27.725887222397812;
+
+// lambda * mu of the comment above, for k distinct ids out of class
+// probabilities p[0, n) (any positive scale; they are normalized here); +inf
+// if fewer than k classes have positive probability. p is reordered.
+inline double UniqueDrawBoundFromProbabilities(double* p, int64_t n,
+                                               int64_t k) {
+  if (k <= 0) return 0.0;
+  if (k > n) return HUGE_VAL;
+  // The k largest first (descending), the rest after them.
+  std::nth_element(p, p + (k - 1), p + n, [](double a, double b) { return a > b; });
+  std::sort(p, p + k, [](double a, double b) { return a > b; });
+  double rest = 0.0;  // summed directly: 1 - S_j would cancel
+  for (int64_t i = k; i < n; ++i) rest += p[i];
+  double total = rest;
+  for (int64_t i = 0; i < k; ++i) total += p[i];
+  if (!(total > 0.0)) return HUGE_VAL;
+  double mu = 0.0, r = rest;
+  for (int64_t j = k - 1; j >= 0; --j) {
+    r += p[j];  // r = sum of p outside the j largest = total * r_j
+    if (!(r > 0.0)) return HUGE_VAL;
+    mu += total / r;
+  }
+  const double r_min = (rest + p[k - 1]) / total;
+  if (!(r_min > 0.0)) return HUGE_VAL;
+  const double c = kUniqueLogInvDelta / (r_min * mu);
+  const double lambda = 1.0 + 2.0 * c + std::sqrt(2.0 * c);
+  return lambda * mu;
+}
+
+// The draw bound of the (mixture) stream of a valid table, as above: the
+// larger of kUniqueFreeDraws, 2k and lambda * mu, or +inf with *support < k.
+inline double UniqueDrawBound(const uint64_t* table, int64_t n,
+                              const Mixture& mix, int64_t k,
+                              int64_t* support) {
+  std::vector<double> p = ImpliedProbabilities(table, n);
+  const double table_mass = mix.m > 0 ? mix.table_mass : 1.0;
+  for (double& v : p) v *= table_mass;
+  for (int64_t i = 0; i < mix.m; ++i) {
+    const double before = i > 0 ? mix.cum[i - 1] : 0.0;
+    const int64_t id = mix.ids[i];
+    if (id >= 0 && id < n && mix.cum[i] > before) p[id] += mix.cum[i] - before;
+  }
+  int64_t positive = 0;
+  for (double v : p) positive += v > 0.0;
+  *support = positive;
+  if (positive < k) return HUGE_VAL;
+  const double b = UniqueDrawBoundFromProbabilities(p.data(), n, k);
+  return std::max(b, static_cast<double>(std::max(kUniqueFreeDraws, 2 * k)));
+}
 
 // Length of the next round of draws for unique sampling: the draws that the
 // `want` ids still missing should take at the last round's rate of new ids
 // (which only falls as the sample fills, so rounds rather stop short than
 // overshoot; an extra round costs little, wasted draws cost their time), at
 // least 512, and at most 4x the draws so far, so that a long tail takes
-// O(log) rounds. Even, so that the rounds start on Philox pairs.
+// O(log) rounds, and at most kMaxRoundDraws. Even, so that the rounds start
+// on Philox pairs.
 inline int64_t NextRoundLength(int64_t want, int64_t last_len, int64_t last_new,
                                int64_t pos) {
   int64_t len;
@@ -1038,7 +1125,7 @@ inline int64_t NextRoundLength(int64_t want, int64_t last_len, int64_t last_new,
                        static_cast<double>(last_new);
     len = static_cast<int64_t>(std::min(est * 1.125, 4.0 * pos + 1024.0)) + 64;
   }
-  len = std::max<int64_t>(len, 512);
+  len = std::min(std::max<int64_t>(len, 512), kMaxRoundDraws);
   return (len + 1) & ~int64_t{1};
 }
 
@@ -1046,28 +1133,48 @@ inline int64_t NextRoundLength(int64_t want, int64_t last_len, int64_t last_new,
 // Philox pairs).
 constexpr int64_t kUniquePiece = 4096;
 
+// What SampleUnique reports besides the ids.
+struct UniqueStats {
+  int64_t num_tries = 0;  // draws used (the position of the last id + 1)
+  int64_t support = -1;   // classes of positive probability, if computed
+  double bound = -1.0;    // the draw bound, if computed
+};
+
 // The first k distinct ids of the (mixture) draw stream, in order of first
-// appearance, and *num_tries = the stream position of the last one + 1: the
-// number of i.i.d. draws it took, so that the expected count of class c in the
-// result is 1 - (1 - p_c)^num_tries. The stream is DrawMixtureRange's, drawn in
-// rounds (NextRoundLength), each in pieces through
+// appearance, and stats->num_tries = the stream position of the last one + 1:
+// the number of i.i.d. draws it took, so that the expected count of class c
+// in the result is 1 - (1 - p_c)^num_tries. The stream is DrawMixtureRange's,
+// drawn in rounds (NextRoundLength), each in pieces through
 // parallel_for(num_pieces, fn(begin, end)); the result does not depend on
-// the rounds or pieces.
+// the rounds or pieces. At most the draw bound is drawn (see above).
 template <typename ParallelFor>
-int SampleUnique(const uint64_t* table, int64_t n, const PhiloxKey& key,
-                 const Mixture& mix, int64_t k,
-                 int64_t* out, int64_t* num_tries, int64_t* support,
-                 const ParallelFor& parallel_for) {
-  *num_tries = 0;
+int SampleUniqueBounded(const uint64_t* table, int64_t n, const PhiloxKey& key,
+                        const Mixture& mix, int64_t k, int64_t* out,
+                        UniqueStats* stats, const ParallelFor& parallel_for) {
+  stats->num_tries = 0;
   if (k <= 0) return kUniqueOk;
   const BlockFunctions& f = CpuBlockFunctions();
   SeenIds seen(n, k);
   int64_t found = 0, pos = 0, len = 0, last_new = 0;
-  bool support_checked = false;
+  // Draws allowed before the bound is known, then the bound.
+  int64_t limit = std::max(kUniqueFreeDraws, 2 * k);
+  bool bound_known = false;
   std::vector<int64_t> buf;
   std::vector<char> piece_ok;
   while (true) {
+    if (pos >= limit) {
+      if (bound_known) return kUniqueTooManyTries;
+      bound_known = true;
+      stats->bound = UniqueDrawBound(table, n, mix, k, &stats->support);
+      if (stats->support < k) return kUniqueTooFew;
+      if (!(stats->bound <= static_cast<double>(kMaxUniqueDraws))) {
+        return kUniqueBoundTooLarge;
+      }
+      limit = static_cast<int64_t>(std::ceil(stats->bound));
+      continue;
+    }
     len = NextRoundLength(k - found, len, last_new, pos);
+    len = std::min(len, limit - pos);
     buf.resize(len);
     const int64_t pieces = (len + kUniquePiece - 1) / kUniquePiece;
     piece_ok.assign(pieces, 1);
@@ -1085,19 +1192,25 @@ int SampleUnique(const uint64_t* table, int64_t n, const PhiloxKey& key,
     const int64_t before = found;
     const int64_t m = seen.AddNew(buf.data(), len, k, out, &found);
     if (m >= 0) {
-      *num_tries = pos + m + 1;
+      stats->num_tries = pos + m + 1;
       return kUniqueOk;
     }
     last_new = found - before;
     pos += len;
-    // Slow progress may mean that fewer than k classes can be drawn at all.
-    if (!support_checked && pos > 64 * k + (int64_t{1} << 20)) {
-      support_checked = true;
-      *support = SupportSize(table, n, mix);
-      if (*support < k) return kUniqueTooFew;
-    }
-    if (pos > (int64_t{1} << 36)) return kUniqueTooManyTries;
   }
+}
+
+template <typename ParallelFor>
+int SampleUnique(const uint64_t* table, int64_t n, const PhiloxKey& key,
+                 const Mixture& mix, int64_t k, int64_t* out,
+                 int64_t* num_tries, int64_t* support,
+                 const ParallelFor& parallel_for) {
+  UniqueStats stats;
+  const int rc =
+      SampleUniqueBounded(table, n, key, mix, k, out, &stats, parallel_for);
+  *num_tries = stats.num_tries;
+  *support = stats.support;
+  return rc;
 }
 
 // The table alone.

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <random>
 #include <vector>
@@ -663,6 +664,49 @@ static void TestMixture() {
         "bad extra id not flagged");
 }
 
+static void TestUniqueBound() {
+  // The bound for a uniform distribution: mu is the coupon collector's expectation,
+  // r_min = (n - k + 1) / n (see "draw bound" in alias_table.h).
+  {
+    const int64_t n = 1000, k = 300;
+    std::vector<double> p(n, 2.5);
+    const double got = UniqueDrawBoundFromProbabilities(p.data(), n, k);
+    double mu = 0.0;
+    for (int64_t j = 0; j < k; ++j) mu += static_cast<double>(n) / (n - j);
+    const double c = kUniqueLogInvDelta / ((n - k + 1.0) / n * mu);
+    const double want = (1.0 + 2.0 * c + std::sqrt(2.0 * c)) * mu;
+    CHECK(std::fabs(got / want - 1.0) < 1e-12, "uniform bound %g, want %g", got, want);
+    std::vector<double> q = {1.0, 0.0, 2.0};
+    CHECK(std::isinf(UniqueDrawBoundFromProbabilities(q.data(), 3, 3)),
+          "bound with too small a support must be infinite");
+  }
+  // One class of weight 1e12 among 10^4 of weight 1: 100 distinct ids need ~1e10
+  // draws, so the request is refused after at most kUniqueFreeDraws draws, with the
+  // bound reported; the buffer never grew past them.
+  {
+    const int64_t n = 10000, k = 100;
+    std::vector<double> w(n, 1.0);
+    w[0] = 1e12;
+    std::vector<uint64_t> table(n);
+    BuildSweep(w.data(), n, table.data());
+    std::vector<int64_t> out(k);
+    UniqueStats stats;
+    int64_t most = 0;
+    auto counting_for = [&most](int64_t pieces, const std::function<void(int64_t, int64_t)>& fn) {
+      most = std::max(most, pieces * kUniquePiece);
+      fn(0, pieces);
+    };
+    const int rc = SampleUniqueBounded(table.data(), n, MakeKey(1, 2), Mixture(), k,
+                                       out.data(), &stats, counting_for);
+    CHECK(rc == kUniqueBoundTooLarge, "skewed request not refused (rc %d)", rc);
+    CHECK(stats.bound > 1e10 && stats.bound < 1e11, "bound %g", stats.bound);
+    CHECK(most <= kUniqueFreeDraws, "a round of %lld draws", (long long)most);
+  }
+  // Rounds never exceed kMaxRoundDraws, however slow the progress.
+  CHECK(NextRoundLength(10, int64_t{1} << 40, 0, int64_t{1} << 40) == kMaxRoundDraws,
+        "round length not capped");
+}
+
 int main() {
   TestPhiloxKnownAnswers();
   TestPackEntry();
@@ -673,6 +717,7 @@ int main() {
   TestSampling();
   TestUnique();
   TestMixture();
+  TestUniqueBound();
   if (failures == 0) std::printf("alias_table_test: all checks passed\n");
   return failures == 0 ? 0 : 1;
 }
