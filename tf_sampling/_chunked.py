@@ -51,6 +51,16 @@ ASSUMED_BATCH = 2048
 # AUTO_TOP_K classes above it.
 AUTO_FULL_MAX_CLASSES = 2 ** 16
 AUTO_TOP_K = 10
+# Compile the chunk loops of shards with at least JIT_MIN_ROWS classes with XLA
+# (tf.function(jit_compile=True)); below, the compile time (about a second per batch
+# shape) outweighs the gain. Set JIT_COMPILE to False where XLA is not available; the
+# results are the same.
+JIT_COMPILE = True
+JIT_MIN_ROWS = 2 ** 16
+
+
+def _use_jit(rows):
+    return JIT_COMPILE and rows >= JIT_MIN_ROWS
 
 
 def check_chunk_size(chunk_size):
@@ -102,7 +112,8 @@ def _static_rows(kernel):
 
 def _chunk_logits(x, kernel, bias, lo, size):
     """Logits `[batch, size]` of classes `lo .. lo + size` of one shard, and their rows."""
-    ids = tf.range(lo, lo + size)
+    # lo + range(size), not range(lo, lo + size): a static length, so XLA compiles it.
+    ids = lo + tf.range(size)
     w = tf.gather(kernel, ids)
     if w.dtype != x.dtype:
         w = tf.cast(w, x.dtype)
@@ -138,10 +149,9 @@ def _merge_top_k(values, ids, new_values, new_ids, k):
     return values, tf.gather(cat_i, pos, batch_dims=1)
 
 
-def _shard_stats(x, kernel, bias, offset, k, chunk_size):
+def _shard_stats_impl(x, kernel, bias, offset, k, chunk):
     """Running max, sum of exp and (if k) top-k logits and ids over one shard."""
     rows = _static_rows(kernel)
-    chunk = chunk_size_for(x.shape[0], rows, chunk_size)
     n = tf.shape(x)[0]
     dtype = x.dtype
 
@@ -162,6 +172,19 @@ def _shard_stats(x, kernel, bias, offset, k, chunk_size):
         state += (tf.fill([n, k], tf.constant(-math.inf, dtype)),
                   tf.fill([n, k], tf.constant(-1, tf.int32)))
     return _for_chunks(rows, chunk, body, state)
+
+
+# XLA fuses each chunk's bias add, max, exp and sums into a few passes over the
+# [batch, chunk] logits (measured about 3x faster than the unfused ops on CPU).
+# reduce_retracing: one trace for any batch size; XLA compiles once per batch shape.
+_shard_stats_jit = tf.function(_shard_stats_impl, jit_compile=True, reduce_retracing=True)
+
+
+def _shard_stats(x, kernel, bias, offset, k, chunk_size):
+    rows = _static_rows(kernel)
+    chunk = chunk_size_for(x.shape[0], rows, chunk_size)
+    fn = _shard_stats_jit if _use_jit(rows) else _shard_stats_impl
+    return fn(x, kernel, bias, offset, k, chunk)
 
 
 def _no_device(i):
@@ -245,6 +268,49 @@ def top_k(x, kernels, biases=None, k=1, chunk_size=None, device=None):
     return values - lse[:, None], ids
 
 
+def _backward_impl(x, kernel, bias, g, lse, chunk):
+    """`g * softmax` times x and the kernel, chunk by chunk: `(dx, dkernel, dbias)`.
+
+    Full chunks write `[chunk, dim]` pieces of the kernel gradient into a TensorArray
+    (one element shape, as XLA needs), the last shorter chunk is appended after it.
+    """
+    rows = _static_rows(kernel)
+    n_full, tail = divmod(rows, chunk)
+
+    def piece(lo, size):
+        logits, w = _chunk_logits(x, kernel, bias, lo, size)
+        dlogits = tf.exp(logits - lse[:, None]) * g[:, None]
+        return (tf.matmul(dlogits, w), tf.matmul(dlogits, x, transpose_a=True),
+                tf.reduce_sum(dlogits, 0))
+
+    dx = tf.zeros_like(x)
+    dws, dbs = [], []
+    if n_full:
+        def body(i, dx, dw_ta, db_ta):
+            ddx, dw, db = piece(i * chunk, chunk)
+            return i + 1, dx + ddx, dw_ta.write(i, dw), db_ta.write(i, db)
+
+        _, dx, dw_ta, db_ta = tf.while_loop(
+            lambda i, *_: i < n_full, body,
+            (tf.constant(0), dx,
+             tf.TensorArray(x.dtype, size=n_full, element_shape=[chunk, x.shape[1]]),
+             tf.TensorArray(x.dtype, size=n_full, element_shape=[chunk])),
+            parallel_iterations=1)
+        dws.append(dw_ta.concat())
+        dbs.append(db_ta.concat())
+    if tail:
+        ddx, dw, db = piece(tf.constant(n_full * chunk), tail)
+        dx += ddx
+        dws.append(dw)
+        dbs.append(db)
+    dkernel = dws[0] if len(dws) == 1 else tf.concat(dws, 0)
+    dbias = dbs[0] if len(dbs) == 1 else tf.concat(dbs, 0)
+    return dx, dkernel, dbias
+
+
+_backward_jit = tf.function(_backward_impl, jit_compile=True, reduce_retracing=True)
+
+
 def full_softmax_nll(x, labels, kernel, bias=None, chunk_size=None):
     """Exact per-example cross-entropy `[batch]` with a chunk-recomputing gradient.
 
@@ -275,29 +341,14 @@ def full_softmax_nll(x, labels, kernel, bias=None, chunk_size=None):
         def grad(upstream):
             g = tf.cast(upstream, x.dtype)
             chunk = chunk_size_for(x.shape[0], rows, chunk_size)
-
-            def body(lo, size, state):
-                dx, dws, dbs, j = state
-                logits, w = _chunk_logits(x, kernel, b, lo, size)
-                dlogits = tf.exp(logits - lse[:, None]) * g[:, None]
-                dx += tf.matmul(dlogits, w)
-                dws = dws.write(j, tf.matmul(dlogits, x, transpose_a=True))
-                dbs = dbs.write(j, tf.reduce_sum(dlogits, 0))
-                return dx, dws, dbs, j + 1
-
-            n_chunks = -(-rows // chunk)
-            state = (tf.zeros_like(x),
-                     tf.TensorArray(x.dtype, size=n_chunks, infer_shape=False),
-                     tf.TensorArray(x.dtype, size=n_chunks, infer_shape=False),
-                     tf.constant(0))
-            dx, dws, dbs, _ = _for_chunks(rows, chunk, body, state)
+            fn = _backward_jit if _use_jit(rows) else _backward_impl
+            dx, dkernel, dbias = fn(x, kernel, b, g, lse, chunk)
             gx = g[:, None] * x
             dx -= g[:, None] * w_true
-            dkernel = tf.tensor_scatter_nd_sub(dws.concat(), labels[:, None], gx)
-            dkernel = tf.cast(dkernel, kernel.dtype)
-            out = [dx, dkernel]
+            dkernel = tf.tensor_scatter_nd_sub(dkernel, labels[:, None], gx)
+            out = [dx, tf.cast(dkernel, kernel.dtype)]
             if use_bias:
-                dbias = tf.tensor_scatter_nd_sub(dbs.concat(), labels[:, None], g)
+                dbias = tf.tensor_scatter_nd_sub(dbias, labels[:, None], g)
                 out.append(tf.cast(dbias, b.dtype))
             return out
 

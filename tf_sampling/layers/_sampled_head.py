@@ -321,11 +321,16 @@ class SampledHead(keras.layers.Layer):
             loss = self._sampled_loss(hidden, labels)
             self.add_loss(tf.reduce_mean(loss))
             return loss if lead is None else tf.reshape(loss, lead)
+        k = _chunked.output_top_k(self.top_k, self.num_classes)
         if labels is not None:
             # Evaluation: the exact cross-entropy, so `val_loss` is exact and
             # exp(val_loss) is the perplexity.
-            self.add_loss(tf.reduce_mean(self.full_softmax_loss(hidden, labels)))
-        k = _chunked.output_top_k(self.top_k, self.num_classes)
+            loss = self.full_softmax_loss(hidden, labels)
+            self.add_loss(tf.reduce_mean(loss))
+            if k is not None:
+                # A top-k head's output given labels is the per-example loss, so that a
+                # functional model has one output structure in fit and evaluate.
+                return loss
         if k is not None:
             return self.predict_top_k(hidden, k)
         return self.log_prob(hidden)
@@ -466,15 +471,20 @@ class SampledHead(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         hidden = self._hidden_shape(input_shape)
         k = _chunked.output_top_k(self.top_k, self.num_classes)
+        if k is not None and not _is_shape(input_shape) and len(input_shape) == 2:
+            return hidden[:-1]  # the per-example loss
         if k is not None:
             return hidden[:-1] + (k,), hidden[:-1] + (k,)
         return hidden[:-1] + (self.num_classes,)
 
     def compute_output_spec(self, inputs, training=None):
-        hidden, _ = self._split(inputs)
-        shape = self.compute_output_shape(tuple(hidden.shape))
+        hidden, labels = self._split(inputs)
         dtype = "float64" if hidden.dtype == "float64" else "float32"
-        if _chunked.output_top_k(self.top_k, self.num_classes) is not None:
+        if labels is not None:
+            shape = self.compute_output_shape((tuple(hidden.shape), tuple(labels.shape)))
+        else:
+            shape = self.compute_output_shape(tuple(hidden.shape))
+        if labels is None and _chunked.output_top_k(self.top_k, self.num_classes) is not None:
             return (keras.KerasTensor(shape[0], dtype=dtype),
                     keras.KerasTensor(shape[1], dtype="int32"))
         return keras.KerasTensor(shape, dtype=dtype)
