@@ -70,9 +70,11 @@ def test_chunked_equals_unchunked(chunk_size, splits):
 
 
 def test_chunk_size_is_automatic_and_bounded():
-    # 64 MiB per [batch, chunk] float32 tensor, a multiple of 256, at most the rows.
-    assert _chunked.chunk_size_for(1024, 10 ** 7) == 16384
-    assert _chunked.chunk_size_for(None, 10 ** 7) == 8192
+    # 2 MiB (64 MiB for top-k) per [batch, chunk] float32 tensor, a multiple of 256, at
+    # most the rows.
+    assert _chunked.chunk_size_for(1024, 10 ** 7) == 512
+    assert _chunked.chunk_size_for(1024, 10 ** 7, top_k=True) == 16384
+    assert _chunked.chunk_size_for(None, 10 ** 7, top_k=True) == 8192
     assert _chunked.chunk_size_for(10 ** 6, 10 ** 7) == 256
     assert _chunked.chunk_size_for(1, 1000) == 1000
     assert _chunked.chunk_size_for(1024, 10 ** 7, chunk_size=300) == 300

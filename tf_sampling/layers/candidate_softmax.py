@@ -52,8 +52,8 @@ class CandidateSoftmax(keras.layers.Layer):
             `[batch, num_classes]` log-probabilities. "auto" (default): None up to 65536
             classes, the top 10 above.
         chunk_size: classes per chunk of `full_softmax_loss`, `perplexity` and
-            `predict_top_k`; None (default) chooses it from the batch size (batch x chunk
-            float32 under 64 MiB).
+            `predict_top_k`; None (default) chooses it from the batch size: batch x chunk
+            float32 under 2 MiB (cache-sized) for the loss, under 64 MiB for the top k.
 
     The loss is over the given candidates only; `full_softmax_loss(inputs, labels)` and
     `perplexity(inputs, labels)` give the exact NLL over all classes for evaluation,

@@ -49,7 +49,8 @@ class FullSoftmax(keras.layers.Layer):
             classes. None: all log-probabilities. "auto" (default): None up to 65536
             classes, the top 10 above.
         chunk_size: classes per chunk; None (default) chooses it from the batch size so
-            that one `[batch, chunk]` float32 tensor stays under 64 MiB.
+            that one `[batch, chunk]` float32 tensor stays under 2 MiB (cache-sized) for
+            the loss and its gradient, under 64 MiB for the top k.
         kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
         kernel_constraint, bias_constraint: as in `keras.layers.Dense`.
 

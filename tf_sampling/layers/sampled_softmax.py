@@ -54,8 +54,9 @@ class SampledSoftmax(SampledHead):
             10 above, so `model.predict` stays in bounded memory at any vocabulary size.
             `head.log_prob(x)` always gives every log-probability.
         chunk_size: classes per chunk of the exact evaluation, perplexity and top-k
-            (peak extra memory about 3 x batch x chunk floats). None (default): the
-            largest multiple of 256 with batch x chunk float32 under 64 MiB.
+            (peak extra memory a few batch x chunk floats). None (default): the largest
+            multiple of 256 with batch x chunk float32 under 2 MiB (cache-sized) for the
+            loss, under 64 MiB for the top k (`tf_sampling._chunked`).
         seed: seed of the sampler when `sampler` is given by name.
         samples_per: "batch" (default, as TF): one sample of `num_sampled` classes shared
             by the whole batch, scored with one `[batch, dim] x [dim, num_sampled]` matmul.
