@@ -393,3 +393,22 @@ def test_export_serves_the_chunked_top_k_in_a_clean_process(tmp_path):
     ref_v, ref_i = tf.math.top_k(head.log_prob(h), 5)
     np.testing.assert_array_equal(served["ids"], ref_i)
     np.testing.assert_allclose(served["values"], ref_v, **TOL)
+
+
+def test_serving_function_uses_the_heads_own_top_k(monkeypatch):
+    # AdaptiveSoftmax has no callable `top_k`, only `predict_top_k`: the exported
+    # function must use that pruned search, not the full log-probabilities.
+    inp = keras.Input((D,))
+    features = keras.Model(inp, keras.layers.Dense(D)(inp))
+    head = tfs.layers.AdaptiveSoftmax(V, [20, 100], div_value=2.0)
+    x = np.random.default_rng(7).normal(size=(5, D)).astype(np.float32)
+    h = features(x)
+    want_v, want_i = tf.math.top_k(head.log_prob(h), 4)
+
+    def no_full(inputs):
+        raise AssertionError("the serving function built the full log-probabilities")
+
+    monkeypatch.setattr(head, "log_prob", no_full)
+    out = tfs.serving.serving_function(features, head, top_k=4)(tf.constant(x))
+    np.testing.assert_array_equal(out["top_k_ids"], want_i)
+    np.testing.assert_allclose(out["top_k_log_probs"], want_v, **TOL)
