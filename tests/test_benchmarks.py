@@ -128,3 +128,17 @@ def test_lm_perplexity_plot_draws_per_epoch_curves(tmp_path):
     path = tmp_path / "lm.png"
     lm_perplexity.plot(rows, str(path), "title")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_scale_smoke(tmp_path):
+    out_json = tmp_path / "scale.json"
+    out = run_script("bench_scale.py", "--vocab", "3000", "--dim", "4", "--contexts", "20",
+                     "--num-sampled", "16", "--batch-size", "32", "--fit-steps", "2",
+                     "--eval-examples", "64", "--compare-vocab", "3000",
+                     "--compare-batch", "16", "--compare-dim", "4", "--steps", "1",
+                     "--json-out", str(out_json))
+    result = json.loads(out_json.read_text())
+    assert result["scale"]["served_ids_equal_predict"]
+    assert set(result["goals"]) == {"eval_predict_memory", "eval_vs_matmul_floor",
+                                    "full_softmax_memory", "full_softmax_time"}
+    assert "Goals" in out and ("PASS" in out or "MISS" in out)

@@ -7,3 +7,4 @@ from tf_sampling.layers.negative_sampling import NegativeSampling  # noqa: F401
 from tf_sampling.layers.sampled_softmax import SampledSoftmax  # noqa: F401
 from tf_sampling.layers.candidate_softmax import CandidateSoftmax  # noqa: F401
 from tf_sampling.layers.hierarchical_softmax import HierarchicalSoftmax  # noqa: F401
+from tf_sampling.layers.full_softmax import FullSoftmax  # noqa: F401

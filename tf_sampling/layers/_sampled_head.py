@@ -3,16 +3,17 @@
 A head holds the output layer of a classifier over `num_classes` classes: `kernel`
 `[num_classes, dim]` (or the `embeddings` of a tied `keras.layers.Embedding`) and `bias`
 `[num_classes]`. While training it computes only the logits of the true and the sampled
-classes; otherwise the full softmax.
+classes; otherwise the full softmax, chunk by chunk (`tf_sampling._chunked`): the exact
+loss and the top k never build the `[batch, num_classes]` logits, only `log_prob` does.
 """
 
 import contextlib
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_sampling import _chunked
 from tf_sampling import samplers as samplers_lib
 from tf_sampling.losses import _sampled_logits as _sl
 from tf_sampling.losses import per_example as _per_example
@@ -94,10 +95,11 @@ class SampledHead(keras.layers.Layer):
 
     def __init__(self, num_classes, num_sampled, num_true=1, sampler="log_uniform",
                  tied_embedding=None, use_bias=True, remove_accidental_hits=False,
-                 subtract_log_q=True, unique=True, top_k=None, seed=None, samples_per="batch",
+                 subtract_log_q=True, unique=True, top_k="auto", seed=None, samples_per="batch",
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
-                 bias_constraint=None, num_shards=1, shard_devices=None, **kwargs):
+                 bias_constraint=None, num_shards=1, shard_devices=None, chunk_size=None,
+                 **kwargs):
         # The weights are read at their own dtype (float32 under mixed precision): the
         # sampled rows are gathered without an autocast copy of the whole matrix, and the
         # loss and log-probs are computed in float32.
@@ -110,12 +112,8 @@ class SampledHead(keras.layers.Layer):
         self.remove_accidental_hits = bool(remove_accidental_hits)
         self.subtract_log_q = bool(subtract_log_q)
         self.use_bias = bool(use_bias)
-        if top_k is not None:
-            top_k = _sl.check_positive_int(top_k, "top_k")
-            if top_k > self.num_classes:
-                raise ValueError(
-                    f"`top_k`={top_k} is larger than `num_classes`={self.num_classes}.")
-        self.top_k = top_k
+        self.top_k = _chunked.check_top_k(top_k, self.num_classes)
+        self.chunk_size = _chunked.check_chunk_size(chunk_size)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
         self.seed = seed
@@ -327,15 +325,19 @@ class SampledHead(keras.layers.Layer):
             loss = self._sampled_loss(hidden, labels)
             self.add_loss(tf.reduce_mean(loss))
             return loss if lead is None else tf.reshape(loss, lead)
-        log_probs = self.log_prob(hidden)
+        k = _chunked.output_top_k(self.top_k, self.num_classes)
         if labels is not None:
             # Evaluation: the exact cross-entropy, so `val_loss` is exact and
             # exp(val_loss) is the perplexity.
-            self.add_loss(tf.reduce_mean(self._nll(log_probs, labels)))
-        if self.top_k is not None:
-            values, indices = tf.math.top_k(log_probs, k=self.top_k)
-            return values, indices
-        return log_probs
+            loss = self.full_softmax_loss(hidden, labels)
+            self.add_loss(tf.reduce_mean(loss))
+            if k is not None:
+                # A top-k head's output given labels is the per-example loss, so that a
+                # functional model has one output structure in fit and evaluate.
+                return loss
+        if k is not None:
+            return self.predict_top_k(hidden, k)
+        return self.log_prob(hidden)
 
     def _sampled_loss(self, hidden, labels, update=True):
         weights, biases = self._weights_tf()
@@ -416,38 +418,49 @@ class SampledHead(keras.layers.Layer):
         """Full-softmax log-probabilities `[..., num_classes]` of every class."""
         return tf.nn.log_softmax(self.logits(inputs))
 
-    def _nll(self, log_probs, labels):
-        lead_rank = log_probs.shape.rank - 1
-        labels = tf.convert_to_tensor(labels)
-        if not labels.dtype.is_integer:
-            raise TypeError(f"`labels` must be an integer tensor (int32 or int64), got dtype "
-                            f"{labels.dtype.name}.")
-        if labels.shape.rank == lead_rank:
-            if self.num_true != 1:
-                raise ValueError(f"`labels` must have a last dimension num_true="
-                                 f"{self.num_true}, got shape {labels.shape}.")
-            labels = tf.expand_dims(labels, -1)
-        elif labels.shape.rank != lead_rank + 1:
-            raise ValueError(f"`labels` must have shape {log_probs.shape[:-1]} or "
-                             f"[..., num_true], got {labels.shape}.")
-        if labels.shape[:-1].is_fully_defined() and log_probs.shape[:-1].is_fully_defined() \
-                and labels.shape[:-1] != log_probs.shape[:-1]:
-            raise ValueError(f"`labels` has shape {labels.shape}, which does not match "
-                             f"`inputs` (leading shape {log_probs.shape[:-1]}).")
-        flat = _sl.check_labels(tf.reshape(labels, [-1, labels.shape[-1] or self.num_true]),
-                                self.num_true, self.num_classes)
-        labels = tf.reshape(flat, tf.shape(labels))
-        # Target 1/num_true on each true class, the distribution the sampled softmax fits.
-        picked = tf.gather(log_probs, labels, batch_dims=lead_rank)
-        return -tf.reduce_mean(picked, -1)
+    def _chunked_weights(self, hidden):
+        """The weight shards and the flattened, cast inputs for `_chunked`."""
+        if not self.built:
+            self.build(hidden.shape)
+        weights, biases = self._weights_tf()
+        return weights, biases, tf.cast(hidden, _sl.compute_dtype(hidden.dtype))
 
     def full_softmax_loss(self, inputs, labels):
         """Exact per-example cross-entropy under the full softmax (for evaluation).
 
         With num_true > 1 it is the cross-entropy against the target 1/num_true on each
-        true class, the distribution the sampled softmax is trained towards.
+        true class, the distribution the sampled softmax is trained towards. Computed
+        over chunks of `chunk_size` classes (each shard where it lives), without the
+        `[batch, num_classes]` logits.
         """
-        return self._nll(self.log_prob(inputs), labels)
+        hidden, labels, lead = self._flatten(inputs, labels)
+        weights, biases, hidden = self._chunked_weights(hidden)
+        loss = _chunked.nll(hidden, labels, weights, biases, chunk_size=self.chunk_size,
+                            device=self._shard_device)
+        return loss if lead is None else tf.reshape(loss, lead)
+
+    def predict_top_k(self, inputs, k):
+        """Exact `(log_probs, indices)` `[..., k]` of the `k` most probable classes.
+
+        Equal to `tf.math.top_k(self.log_prob(inputs), k)` (ties: lower id first;
+        indices int32), computed over chunks of classes with a running top-k merge, in
+        O(batch x chunk) extra memory; each shard's top k is computed where it lives.
+        """
+        k = _sl.check_positive_int(k, "k")
+        if k > self.num_classes:
+            raise ValueError(f"`k`={k} is larger than `num_classes`={self.num_classes}.")
+        hidden, _, _ = self._flatten(inputs, None)
+        lead = None
+        if hidden.shape.rank > 2:
+            lead = tf.shape(hidden)[:-1]
+            hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
+        weights, biases, hidden = self._chunked_weights(hidden)
+        values, indices = _chunked.top_k(hidden, weights, biases, k=k,
+                                         chunk_size=self.chunk_size, device=self._shard_device)
+        if lead is not None:
+            shape = tf.concat([lead, [k]], 0)
+            values, indices = tf.reshape(values, shape), tf.reshape(indices, shape)
+        return values, indices
 
     def perplexity(self, inputs, labels, batch_size=1024):
         """exp(mean exact cross-entropy) over all examples, in batches of `batch_size`.
@@ -456,31 +469,26 @@ class SampledHead(keras.layers.Layer):
         the true ids). Returns a Python float.
         """
         batch_size = _sl.check_positive_int(batch_size, "batch_size")
-        inputs = tf.convert_to_tensor(inputs)
-        labels = tf.convert_to_tensor(labels)
-        n = int(inputs.shape[0])
-        if n == 0:
-            raise ValueError("`inputs` is empty.")
-        total, count = 0.0, 0
-        for start in range(0, n, batch_size):
-            nll = self.full_softmax_loss(inputs[start:start + batch_size],
-                                         labels[start:start + batch_size])
-            total += float(tf.reduce_sum(tf.cast(nll, tf.float64)))
-            count += int(tf.size(nll))
-        return math.exp(total / count)
+        return _chunked.perplexity(self.full_softmax_loss, inputs, labels, batch_size)
 
     # ------------------------------------------------------------------ Keras plumbing
     def compute_output_shape(self, input_shape):
         hidden = self._hidden_shape(input_shape)
-        if self.top_k is not None:
-            return hidden[:-1] + (self.top_k,), hidden[:-1] + (self.top_k,)
+        k = _chunked.output_top_k(self.top_k, self.num_classes)
+        if k is not None and not _is_shape(input_shape) and len(input_shape) == 2:
+            return hidden[:-1]  # the per-example loss
+        if k is not None:
+            return hidden[:-1] + (k,), hidden[:-1] + (k,)
         return hidden[:-1] + (self.num_classes,)
 
     def compute_output_spec(self, inputs, training=None):
-        hidden, _ = self._split(inputs)
-        shape = self.compute_output_shape(tuple(hidden.shape))
+        hidden, labels = self._split(inputs)
         dtype = "float64" if hidden.dtype == "float64" else "float32"
-        if self.top_k is not None:
+        if labels is not None:
+            shape = self.compute_output_shape((tuple(hidden.shape), tuple(labels.shape)))
+        else:
+            shape = self.compute_output_shape(tuple(hidden.shape))
+        if labels is None and _chunked.output_top_k(self.top_k, self.num_classes) is not None:
             return (keras.KerasTensor(shape[0], dtype=dtype),
                     keras.KerasTensor(shape[1], dtype="int32"))
         return keras.KerasTensor(shape, dtype=dtype)
@@ -511,5 +519,6 @@ class SampledHead(keras.layers.Layer):
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
             "num_shards": self.num_shards,
             "shard_devices": self.shard_devices,
+            "chunk_size": self.chunk_size,
         })
         return config

@@ -5,6 +5,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from tf_sampling import _chunked
 from tf_sampling.losses.candidate_softmax import candidate_log_softmax, loss_and_log_softmax
 
 _POSITIVE_MODES = ("index", "id")
@@ -33,7 +34,8 @@ class CandidateSoftmax(keras.layers.Layer):
         - `[inputs, candidates]`: log-probabilities over each row's candidates, ragged
           `[batch, (n_i)]` (dense `[batch, n]` with -inf in padded slots for dense
           candidates).
-        - `inputs` alone: full log-probabilities `[batch, num_classes]`.
+        - `inputs` alone: full log-probabilities `[batch, num_classes]`, or
+          `(values, indices)` of the best classes, as `top_k` says.
 
     Args:
         num_classes: number of classes (rows of the output weights).
@@ -50,9 +52,17 @@ class CandidateSoftmax(keras.layers.Layer):
             with their `candidate_log_q`.
         kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer: as in
             `keras.layers.Embedding` / `Dense`, for the owned weights.
+        top_k: output of a call on `inputs` alone. An integer k: `(values, indices)` of
+            the k most probable classes over all classes, found chunk by chunk. None: the
+            `[batch, num_classes]` log-probabilities. "auto" (default): None up to 65536
+            classes, the top 10 above.
+        chunk_size: classes per chunk of `full_softmax_loss`, `perplexity` and
+            `predict_top_k`; None (default) chooses it from the batch size: batch x chunk
+            float32 under 2 MiB (cache-sized) for the loss, under 64 MiB for the top k.
 
-    The loss is over the given candidates only; `full_softmax_loss(inputs, labels)` gives
-    the exact NLL over all classes for evaluation.
+    The loss is over the given candidates only; `full_softmax_loss(inputs, labels)` and
+    `perplexity(inputs, labels)` give the exact NLL over all classes for evaluation,
+    computed over chunks of classes without the `[batch, num_classes]` logits.
 
     Example:
     >>> x = keras.Input((16,))
@@ -68,6 +78,7 @@ class CandidateSoftmax(keras.layers.Layer):
     def __init__(self, num_classes, positive="index", use_bias=True, tied_embedding=None,
                  padding_id=-1, allow_duplicates=False, kernel_initializer="uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 top_k="auto", chunk_size=None,
                  **kwargs):
         super().__init__(**kwargs)
         if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
@@ -93,6 +104,8 @@ class CandidateSoftmax(keras.layers.Layer):
                     f"`tied_embedding` has input_dim={tied_embedding.input_dim} but "
                     f"`num_classes`={num_classes}.")
         self.num_classes = int(num_classes)
+        self.top_k = _chunked.check_top_k(top_k, self.num_classes)
+        self.chunk_size = _chunked.check_chunk_size(chunk_size)
         self.positive = positive
         self.use_bias = bool(use_bias)
         self.tied_embedding = tied_embedding
@@ -161,7 +174,8 @@ class CandidateSoftmax(keras.layers.Layer):
     def call(self, inputs, training=None):
         x, candidates, positives, log_q = self._unpack(inputs)
         if candidates is None:
-            return self.log_prob(x)
+            k = _chunked.output_top_k(self.top_k, self.num_classes)
+            return self.log_prob(x) if k is None else self.predict_top_k(x, k)
         if positives is None:
             return self.candidate_log_prob(x, candidates, candidate_log_q=log_q)
         kw = {"positive_index": None, "positive_ids": None}
@@ -197,8 +211,38 @@ class CandidateSoftmax(keras.layers.Layer):
         """Full log-probabilities `[batch, num_classes]` (the softmax over every class)."""
         return tf.nn.log_softmax(self.logits(inputs), axis=-1)
 
+    def _chunked_weights(self, inputs):
+        inputs = tf.convert_to_tensor(inputs)
+        if not inputs.dtype.is_floating:
+            raise TypeError(f"`inputs` must be a float tensor, got dtype {inputs.dtype.name}.")
+        if not self.built:
+            self.build(inputs.shape)
+        dtype = tf.float32 if inputs.dtype in (tf.float16, tf.bfloat16) else inputs.dtype
+        # The tf.Variables: chunks are then read with a sparse ResourceGather.
+        bias = None if self.bias is None else [self.bias.value]
+        return [self._weights().value], bias, tf.cast(inputs, dtype)
+
+    def predict_top_k(self, inputs, k):
+        """Exact `(log_probs, indices)` `[batch, k]` of the `k` most probable classes over
+        all classes, equal to `tf.math.top_k(self.log_prob(inputs), k)` (indices int32),
+        computed chunk by chunk without the `[batch, num_classes]` logits."""
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) \
+                or not 1 <= k <= self.num_classes:
+            raise ValueError(
+                f"`k` must be an integer in [1, num_classes={self.num_classes}], got {k!r}.")
+        weights, bias, x = self._chunked_weights(inputs)
+        return _chunked.top_k(x, weights, bias, k=int(k), chunk_size=self.chunk_size)
+
+    def perplexity(self, inputs, labels, batch_size=1024):
+        """exp(mean exact NLL over all classes), in batches of `batch_size`; a float."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
+                or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        return _chunked.perplexity(self.full_softmax_loss, inputs, labels, int(batch_size))
+
     def full_softmax_loss(self, inputs, labels):
-        """Exact per-example NLL `[batch]` over all classes, for evaluation."""
+        """Exact per-example NLL `[batch]` over all classes, for evaluation (computed over
+        chunks of classes, without the `[batch, num_classes]` logits)."""
         labels = tf.convert_to_tensor(labels)
         if not labels.dtype.is_integer:
             raise TypeError(f"`labels` must be integer, got dtype {labels.dtype.name}.")
@@ -209,8 +253,8 @@ class CandidateSoftmax(keras.layers.Layer):
                 tf.debugging.assert_less(labels, tf.constant(self.num_classes, tf.int64),
                                          message=msg)]):
             labels = tf.identity(labels)
-        return tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=labels, logits=self.logits(inputs))
+        weights, bias, x = self._chunked_weights(inputs)
+        return _chunked.nll(x, labels[:, None], weights, bias, chunk_size=self.chunk_size)
 
     # ----------------------------------------------------------------- keras plumbing
     def compute_output_shape(self, input_shape):
@@ -218,6 +262,9 @@ class CandidateSoftmax(keras.layers.Layer):
         log-probs `[batch, num_classes]` without candidates. (A training call with
         positives returns the loss, `[batch]`.)"""
         if not _is_shape_list(input_shape):
+            k = _chunked.output_top_k(self.top_k, self.num_classes)
+            if k is not None:
+                return (input_shape[0], k), (input_shape[0], k)
             return (input_shape[0], self.num_classes)
         if len(input_shape) >= 2:
             return (input_shape[0][0], input_shape[1][1])
@@ -227,6 +274,10 @@ class CandidateSoftmax(keras.layers.Layer):
         x, candidates, positives, _ = self._unpack(inputs)
         dtype = "float64" if x.dtype == "float64" else "float32"
         if candidates is None:
+            k = _chunked.output_top_k(self.top_k, self.num_classes)
+            if k is not None:
+                return (keras.KerasTensor((x.shape[0], k), dtype=dtype),
+                        keras.KerasTensor((x.shape[0], k), dtype="int32"))
             return keras.KerasTensor((x.shape[0], self.num_classes), dtype=dtype)
         if positives is not None and training:
             return keras.KerasTensor((x.shape[0],), dtype=dtype)
@@ -247,5 +298,7 @@ class CandidateSoftmax(keras.layers.Layer):
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "top_k": self.top_k,
+            "chunk_size": self.chunk_size,
         })
         return config

@@ -44,7 +44,7 @@ class NegativeSampling(SampledHead):
 
     def __init__(self, num_classes, num_sampled, num_true=1, sampler="log_uniform",
                  tied_embedding=None, use_bias=True, remove_accidental_hits=False,
-                 subtract_log_q=False, unique=True, top_k=None, seed=None, samples_per="batch",
+                 subtract_log_q=False, unique=True, top_k="auto", seed=None, samples_per="batch",
                  **kwargs):
         super().__init__(
             num_classes, num_sampled, num_true=num_true, sampler=sampler,

@@ -19,9 +19,11 @@ class SampledSoftmax(SampledHead):
     cross-entropy and its value is not a loss or perplexity you can report. Called with
     `training=False` (evaluate, predict) or without labels, the layer computes the full
     softmax and returns log-probabilities `[batch, num_classes]`, or `(values, indices)`
-    of the `top_k` best classes; if labels are given it also adds the exact cross-entropy,
-    so `model.evaluate()` and `val_loss` report the exact loss and `exp(val_loss)` is the
-    perplexity. Directly: `head.full_softmax_loss(hidden, labels)` (per example),
+    of the `top_k` best classes (see `top_k`); if labels are given it also adds the exact
+    cross-entropy, so `model.evaluate()` and `val_loss` report the exact loss and
+    `exp(val_loss)` is the perplexity. The loss and the top k are computed over chunks of
+    classes with a streaming log-sum-exp, in O(batch x chunk) extra memory, so they run
+    at 10^7 classes. Directly: `head.full_softmax_loss(hidden, labels)` (per example),
     `head.perplexity(hidden, labels)`, `head.log_prob(hidden)`.
 
     Args:
@@ -44,8 +46,17 @@ class SampledSoftmax(SampledHead):
             its softmax (default True, as TF).
         subtract_log_q: subtract log expected counts from the logits (default True).
         unique: sample without replacement (default True; needs num_sampled <= num_classes).
-        top_k: if set, inference returns `(values, indices)` of the `top_k` largest
-            log-probabilities instead of all of them.
+        top_k: what inference (a call without labels, or with `training=False`)
+            returns. An integer k: `(values, indices)` of the k largest log-probabilities,
+            found chunk by chunk without the `[batch, num_classes]` logits. None: all
+            `[batch, num_classes]` log-probabilities. "auto" (default): None up to
+            `num_classes` = 65536 (`tf_sampling._chunked.AUTO_FULL_MAX_CLASSES`), the top
+            10 above, so `model.predict` stays in bounded memory at any vocabulary size.
+            `head.log_prob(x)` always gives every log-probability.
+        chunk_size: classes per chunk of the exact evaluation, perplexity and top-k
+            (peak extra memory a few batch x chunk floats). None (default): the largest
+            multiple of 256 with batch x chunk float32 under 2 MiB (cache-sized) for the
+            loss, under 64 MiB for the top k (`tf_sampling._chunked`).
         seed: seed of the sampler when `sampler` is given by name.
         samples_per: "batch" (default, as TF): one sample of `num_sampled` classes shared
             by the whole batch, scored with one `[batch, dim] x [dim, num_sampled]` matmul.
@@ -99,7 +110,7 @@ class SampledSoftmax(SampledHead):
 
     def __init__(self, num_classes, num_sampled, num_true=1, sampler="log_uniform",
                  tied_embedding=None, use_bias=True, remove_accidental_hits=True,
-                 subtract_log_q=True, unique=True, top_k=None, seed=None, samples_per="batch",
+                 subtract_log_q=True, unique=True, top_k="auto", seed=None, samples_per="batch",
                  **kwargs):
         super().__init__(
             num_classes, num_sampled, num_true=num_true, sampler=sampler,
