@@ -273,7 +273,8 @@ def _data(vocab=V, n=64):
     lambda: tfs.optimizers.SparseAdam(0.02),
     lambda: tfs.optimizers.RowwiseAdagrad(0.2),
     lambda: keras.mixed_precision.LossScaleOptimizer(tfs.optimizers.SparseAdam(0.02)),
-], ids=["sparse_adam", "rowwise_adagrad", "loss_scale_sparse_adam"])
+    lambda: tfs.optimizers.LossScaleOptimizer(tfs.optimizers.RowwiseAdagrad(0.2)),
+], ids=["sparse_adam", "rowwise_adagrad", "keras_loss_scale", "tfs_loss_scale"])
 def test_fit_sampled_softmax_with_embedding_input(make):
     opt = make()
     inner = getattr(opt, "inner_optimizer", opt)
@@ -377,17 +378,39 @@ def test_backup_and_restore_resumes_with_the_optimizer_state(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_loss_scale_optimizer_unscales_sparse_gradients():
+@pytest.mark.parametrize("lso_class", [keras.mixed_precision.LossScaleOptimizer,
+                                       tfs.optimizers.LossScaleOptimizer])
+def test_loss_scale_optimizer_unscales_sparse_gradients(lso_class):
     # Scale 2^k: scaling and unscaling are exact, so the wrapped step equals the plain one.
     rng = np.random.default_rng(9)
     w0 = rng.normal(size=(V, D)).astype(np.float32)
     grads = _sparse_grads(rng, 3)
     plain, wrapped = keras.Variable(w0), keras.Variable(w0)
     _apply(tfs.optimizers.SparseAdam(LR), plain, grads, [V, D])
-    lso = keras.mixed_precision.LossScaleOptimizer(tfs.optimizers.SparseAdam(LR),
-                                                   initial_scale=2.0 ** 10)
+    lso = lso_class(tfs.optimizers.SparseAdam(LR), initial_scale=2.0 ** 10)
     _apply(lso, wrapped, [(i, g * 2.0 ** 10) for i, g in grads], [V, D])
     np.testing.assert_array_equal(plain.numpy(), wrapped.numpy())
+    # A non-finite slice skips the step and halves the scale (checked on the values).
+    before = wrapped.numpy()
+    _apply(lso, wrapped, [(np.array([0]), np.full((1, D), np.inf, np.float32))], [V, D])
+    np.testing.assert_array_equal(wrapped.numpy(), before)
+    assert float(lso.dynamic_scale.numpy()) == 2.0 ** 9
+
+
+def test_tfs_loss_scale_optimizer_checks_finiteness_on_the_slices():
+    # Keras' check_finite densifies an IndexedSlices (O(V*d) a step); ours reads the values.
+    lso = tfs.optimizers.LossScaleOptimizer(tfs.optimizers.SparseAdam(LR))
+    # Slices without a dense_shape cannot be made dense: converting them raises.
+    g = tf.IndexedSlices(tf.ones((2, D)), tf.constant([0, 3]))
+    with pytest.raises(ValueError, match="convert"):
+        keras.mixed_precision.LossScaleOptimizer(tfs.optimizers.SparseAdam(LR)).check_finite([g])
+    assert bool(lso.check_finite([g]))
+    assert not bool(lso.check_finite([tf.IndexedSlices(tf.constant([[np.nan] * D]),
+                                                       tf.constant([1]))]))
+    config = keras.optimizers.serialize(lso)
+    again = keras.optimizers.deserialize(config)
+    assert type(again) is tfs.optimizers.LossScaleOptimizer
+    assert type(again.inner_optimizer) is tfs.optimizers.SparseAdam
 
 
 MIRRORED_SCRIPT = textwrap.dedent("""
