@@ -433,6 +433,11 @@ MIRRORED_SCRIPT = textwrap.dedent("""
             opt = make(0.01)
             opt.build([var])
         kinds = []
+        update_step = opt.update_step
+        def spy(gradient, variable, learning_rate):
+            kinds.append(type(gradient).__name__)
+            return update_step(gradient, variable, learning_rate)
+        opt.update_step = spy
         @tf.function
         def step(i, v):
             def replica_fn():
@@ -449,6 +454,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
                                            tf.constant(ids[s].reshape(-1)), [V, D])], [single_var])
         got = np.stack([c.numpy() for c in strategy.experimental_local_results(var.value)])
         results[name] = (got, single_var.numpy())
+        # The all-reduced gradient reaches the update as slices, on each replica.
+        assert kinds and set(kinds) == {"IndexedSlices"}, kinds
     for name, (got, want) in results.items():
         np.testing.assert_allclose(got[0], want, atol=1e-6, rtol=0)
         np.testing.assert_array_equal(got[0], got[1])
