@@ -481,3 +481,29 @@ def test_mirrored_strategy_two_cpus():
     out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], env=env, capture_output=True,
                          text=True, timeout=180)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_keras_embedding_repeated_tokens_get_the_dense_step():
+    # Keras' Embedding repeats a row per repeated token; keras Adam then squares the parts
+    # (a wrong step), SparseAdam sums them first. Every looked-up row is in every step
+    # and the others never are, so the lazy and the dense steps coincide here.
+    # Tolerance: the two sum a row's repeats in different orders (a few ulps).
+    tokens = np.array([[1, 1, 2], [1, 3, 3]])
+
+    def train(opt, densify=False):
+        emb = keras.layers.Embedding(5, 2, embeddings_initializer=keras.initializers.Constant(
+            np.arange(10.0).reshape(5, 2) / 10))
+        emb.build()
+        for _ in range(3):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.sin(emb(tokens)))
+            g = tape.gradient(loss, emb.trainable_variables)
+            opt.apply([tf.convert_to_tensor(g[0])] if densify else g, emb.trainable_variables)
+        return g[0], emb.embeddings.numpy()
+
+    g, plain = train(keras.optimizers.Adam(0.1))
+    assert len(np.unique(g.indices.numpy())) < len(g.indices.numpy())
+    _, dense = train(keras.optimizers.Adam(0.1), densify=True)
+    _, ours = train(tfs.optimizers.SparseAdam(0.1))
+    assert np.abs(plain - dense).max() > 1e-3
+    np.testing.assert_allclose(ours, dense, rtol=1e-6)
