@@ -161,13 +161,14 @@ def test_dense_gradient_is_keras_adam_bit_for_bit(kwargs):
             np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
-def test_indexed_slices_over_all_rows_is_keras_adam_bit_for_bit():
+@pytest.mark.parametrize("kwargs", [{}, {"amsgrad": True}, {"weight_decay": 0.1}])
+def test_indexed_slices_over_all_rows_is_keras_adam_bit_for_bit(kwargs):
     # Every row once, in a shuffled order: the lazy step is then dense Adam's, and it is
     # computed with the same float32 operations in the same order.
     rng = np.random.default_rng(4)
     w0 = rng.normal(size=(V, D)).astype(np.float32)
     ours, ref = keras.Variable(w0), keras.Variable(w0)
-    opt, keras_opt = tfs.optimizers.SparseAdam(LR), keras.optimizers.Adam(LR)
+    opt, keras_opt = tfs.optimizers.SparseAdam(LR, **kwargs), keras.optimizers.Adam(LR, **kwargs)
     for _ in range(3):
         perm = rng.permutation(V)
         vals = rng.normal(size=(V, D)).astype(np.float32)
