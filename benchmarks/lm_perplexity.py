@@ -2,7 +2,7 @@
 
 Trains the NPLM of `examples/language_model.py` (Bengio et al. 2003; with `--arch lstm` or
 `both`, its LSTM too) once per output head, with the same body, initial body weights,
-optimizer (Adam), learning rate, batch, epochs and data order:
+optimizer (`--optimizer`, Adam by default), learning rate, batch, epochs and data order:
 
 * `full`: the reference, a plain `keras.layers.Dense(V)` trained with
   `SparseCategoricalCrossentropy(from_logits=True)`;
@@ -67,6 +67,12 @@ import language_model  # noqa: E402
 from _machine import machine  # noqa: E402
 
 HEADS = ("full", "sampled", "nce", "hierarchical", "adaptive")
+OPTIMIZERS = {
+    "adam": keras.optimizers.Adam,
+    "sparse_adam": tfs.optimizers.SparseAdam,
+    "sparse_adam_per_row": lambda lr: tfs.optimizers.SparseAdam(lr, bias_correction="per_row"),
+    "rowwise_adagrad": tfs.optimizers.RowwiseAdagrad,
+}
 
 
 def parse_args(argv=None):
@@ -91,7 +97,10 @@ def parse_args(argv=None):
     p.add_argument("--seq-len", type=int, default=35, help="LSTM: tokens per piece")
     p.add_argument("--batch-size", type=int, default=None,
                    help="NPLM targets / LSTM pieces per step (default 512 / 32)")
-    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, every head")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate, every head")
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam",
+                   help="every head's optimizer: keras Adam, tfs.optimizers.SparseAdam "
+                        "(global or per-row bias correction) or RowwiseAdagrad")
     p.add_argument("--num-sampled", type=int, default=1024, help="sampled and nce heads")
     p.add_argument("--sampler", default="log_uniform",
                    help="sampled and nce heads: a sampler name of tfs.samplers.get, or "
@@ -315,11 +324,11 @@ def run_head(args, arch, kind, data):
     spe = spe // per_exec * per_exec  # whole executions per epoch
     jit = args.jit == "on"
     if kind == "full":
-        model.compile(optimizer=keras.optimizers.Adam(args.lr),
+        model.compile(optimizer=OPTIMIZERS[args.optimizer](args.lr),
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       steps_per_execution=per_exec, jit_compile=jit)
     else:  # the head adds its loss
-        model.compile(optimizer=keras.optimizers.Adam(args.lr), steps_per_execution=per_exec,
+        model.compile(optimizer=OPTIMIZERS[args.optimizer](args.lr), steps_per_execution=per_exec,
                       jit_compile=jit)
     xla = bool(model.jit_compile)
     evaluate = make_evaluator(args, arch, body, head, jit and bool(
@@ -515,7 +524,7 @@ def main(argv=None):
             f"{b} targets" if arch == "nplm" else
             f"LSTM: emb {args.emb}, {args.hidden} units, pieces of {args.seq_len}, batch {b}")
     title = (f"WikiText-2 (V = {V:,}), {scope}, {args.epochs} epoch(s); "
-             + "; ".join(bodies) + f"; Adam lr {args.lr:g} for every head")
+             + "; ".join(bodies) + f"; {args.optimizer} lr {args.lr:g} for every head")
     print()
     print(f"## {title}")
     worst = max(max(r["max_abs_prob_sum_minus_1"], r["max_abs_nll_vs_log_prob"]) for r in rows)

@@ -9,5 +9,6 @@ from tf_sampling import layers  # noqa: E402,F401
 from tf_sampling import serving  # noqa: E402,F401
 from tf_sampling import trees  # noqa: E402,F401
 from tf_sampling import callbacks  # noqa: E402,F401
+from tf_sampling import optimizers  # noqa: E402,F401
 from tf_sampling.frequency_estimator import FrequencyEstimator  # noqa: E402,F401
 from tf_sampling.word2vec import Word2Vec  # noqa: E402,F401

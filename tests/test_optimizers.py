@@ -1,0 +1,510 @@
+"""tfs.optimizers: SparseAdam and RowwiseAdagrad against NumPy references and keras Adam.
+
+Row-sparse gradients are `tf.IndexedSlices` with repeated ids (as Keras' `Embedding`
+produces); the references sum the repeats with `np.add.at` and update only those rows.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_sampling as tfs
+
+V, D = 40, 6
+LR, B1, B2, EPS = 0.01, 0.9, 0.999, 1e-7
+
+
+def _sparse_grads(rng, steps, n=15, dim=D):
+    """`steps` IndexedSlices over rows 0..V/2 only (rows V/2.. are never touched), with
+    repeated ids."""
+    out = []
+    for _ in range(steps):
+        ids = rng.integers(0, V // 2, size=n)
+        ids[1] = ids[0]  # at least one repeat per step
+        vals = rng.normal(size=(n, dim)).astype(np.float32)
+        out.append((ids, vals))
+    return out
+
+
+def _apply(opt, var, grads, dense_shape):
+    for ids, vals in grads:
+        g = tf.IndexedSlices(tf.constant(vals), tf.constant(ids), tf.constant(dense_shape))
+        opt.apply([g], [var])
+
+
+def _lazy_adam_reference(w, grads, per_row=False):
+    w = w.astype(np.float64)
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    count = np.zeros(w.shape[0])
+    for t, (ids, vals) in enumerate(grads, start=1):
+        g = np.zeros_like(w)
+        np.add.at(g, ids, vals)
+        rows = np.unique(ids)
+        count[rows] += 1
+        steps = (count[rows] if per_row else np.full(len(rows), t))[:, None]
+        m[rows] += (g[rows] - m[rows]) * (1 - B1)
+        v[rows] += (g[rows] ** 2 - v[rows]) * (1 - B2)
+        alpha = LR * np.sqrt(1 - B2 ** steps) / (1 - B1 ** steps)
+        w[rows] -= alpha * m[rows] / (np.sqrt(v[rows]) + EPS)
+    return w, m, v
+
+
+# Tolerance: the reference runs in float64; the optimizer's float32 arithmetic rounds each
+# of ~10 operations per step to 2^-24 relative. Weights and moments are O(1) and steps
+# are O(lr), so 5 steps stay far below 1e-5 absolute, while one wrong update (a repeat
+# not summed, an untouched row moved, a wrong bias correction) is >= 1e-3.
+ATOL = 1e-5
+
+
+@pytest.mark.parametrize("bias_correction", ["global", "per_row"])
+def test_sparse_adam_matches_numpy_lazy_adam(bias_correction):
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(V, D)).astype(np.float32)
+    grads = _sparse_grads(rng, 5)
+    var = keras.Variable(w0)
+    opt = tfs.optimizers.SparseAdam(LR, beta_1=B1, beta_2=B2, epsilon=EPS,
+                                    bias_correction=bias_correction)
+    _apply(opt, var, grads, [V, D])
+    w, m, v = _lazy_adam_reference(w0, grads, per_row=bias_correction == "per_row")
+    np.testing.assert_allclose(var.numpy(), w, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(opt._momentums[0].numpy(), m, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(opt._velocities[0].numpy(), v, atol=ATOL, rtol=0)
+    # Rows never in a gradient: bit-identical weights, zero slots.
+    np.testing.assert_array_equal(var.numpy()[V // 2:], w0[V // 2:])
+    assert not opt._momentums[0].numpy()[V // 2:].any()
+    assert not opt._velocities[0].numpy()[V // 2:].any()
+
+
+def test_sparse_adam_per_row_differs_from_global():
+    # A row first touched at step 3 gets bias correction for t=1 under "per_row": the
+    # two modes must then differ on it (else the option does nothing).
+    rng = np.random.default_rng(1)
+    w0 = rng.normal(size=(V, D)).astype(np.float32)
+    grads = _sparse_grads(rng, 2)
+    grads.append((np.array([V - 1]), rng.normal(size=(1, D)).astype(np.float32)))
+    out = {}
+    for mode in ("global", "per_row"):
+        var = keras.Variable(w0)
+        _apply(tfs.optimizers.SparseAdam(LR, bias_correction=mode), var, grads, [V, D])
+        out[mode] = var.numpy()[V - 1]
+    # Under per_row the first step moves each coordinate by lr (m/sqrt(v) = sign(g));
+    # under global by lr * sqrt(1 - b2^3) / (1 - b1^3) * (1 - b1) / sqrt(1 - b2) = 0.639 lr.
+    # rtol 1e-3: epsilon=1e-7 against |g| ~ 1 and float32 rounding are far below it.
+    np.testing.assert_allclose(np.abs(out["per_row"] - w0[V - 1]), LR, rtol=1e-3)
+    factor = np.sqrt(1 - B2 ** 3) / (1 - B1 ** 3) * (1 - B1) / np.sqrt(1 - B2)
+    np.testing.assert_allclose(np.abs(out["global"] - w0[V - 1]), factor * LR, rtol=1e-3)
+
+
+def _rowwise_reference(w, grads, init=0.1):
+    w = w.astype(np.float64)
+    acc = np.full(w.shape[0] if w.ndim >= 2 else w.shape, init)
+    for ids, vals in grads:
+        g = np.zeros_like(w)
+        np.add.at(g, ids, vals)
+        rows = np.unique(ids)
+        if w.ndim >= 2:
+            acc[rows] += np.mean(g[rows] ** 2, axis=tuple(range(1, w.ndim)))
+            denom = np.sqrt(acc[rows] + EPS).reshape((-1,) + (1,) * (w.ndim - 1))
+        else:
+            acc[rows] += g[rows] ** 2
+            denom = np.sqrt(acc[rows] + EPS)
+        w[rows] -= LR * g[rows] / denom
+    return w, acc
+
+
+@pytest.mark.parametrize("shape", [(V, D), (V,), (V, 3, 2)])
+def test_rowwise_adagrad_matches_numpy(shape):
+    rng = np.random.default_rng(2)
+    w0 = rng.normal(size=shape).astype(np.float32)
+    grads = [(ids, vals.reshape((-1,) + shape[1:]) if len(shape) > 1 else vals[:, 0])
+             for ids, vals in _sparse_grads(rng, 5)]
+    var = keras.Variable(w0)
+    opt = tfs.optimizers.RowwiseAdagrad(LR, epsilon=EPS)
+    _apply(opt, var, grads, list(shape))
+    w, acc = _rowwise_reference(w0, grads)
+    assert tuple(opt._accumulators[0].shape) == ((V,) if len(shape) >= 2 else shape)
+    np.testing.assert_allclose(var.numpy(), w, atol=ATOL, rtol=0)
+    np.testing.assert_allclose(opt._accumulators[0].numpy(), acc, atol=ATOL, rtol=0)
+    np.testing.assert_array_equal(var.numpy()[V // 2:], w0[V // 2:])
+    np.testing.assert_array_equal(opt._accumulators[0].numpy()[V // 2:], np.float32(0.1))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"amsgrad": True}, {"weight_decay": 0.1},
+                                    {"global_clipnorm": 1.0}, {"clipvalue": 0.5},
+                                    {"bias_correction": "per_row"}])
+def test_dense_gradient_is_keras_adam_bit_for_bit(kwargs):
+    # per_row: with dense gradients every row's count is the global step; its bias
+    # correction is computed per row, by TF's vectorized pow, which rounds 1-2 ulp away
+    # from the scalar pow keras Adam uses (checked to 1e-6 for O(1) weights, not bitwise).
+    rng = np.random.default_rng(3)
+    w0 = rng.normal(size=(V, D)).astype(np.float32)
+    b0 = rng.normal(size=(D,)).astype(np.float32)
+    ours = [keras.Variable(w0), keras.Variable(b0)]
+    ref = [keras.Variable(w0), keras.Variable(b0)]
+    opt = tfs.optimizers.SparseAdam(LR, **kwargs)
+    keras_opt = keras.optimizers.Adam(
+        LR, **{k: v for k, v in kwargs.items() if k != "bias_correction"})
+    for _ in range(4):
+        g = [rng.normal(size=(V, D)).astype(np.float32), rng.normal(size=(D,)).astype(np.float32)]
+        opt.apply([tf.constant(x) for x in g], ours)
+        keras_opt.apply([tf.constant(x) for x in g], ref)
+    for a, b in zip(ours, ref):
+        if "bias_correction" in kwargs:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"amsgrad": True}, {"weight_decay": 0.1}])
+def test_indexed_slices_over_all_rows_is_keras_adam_bit_for_bit(kwargs):
+    # Every row once, in a shuffled order: the lazy step is then dense Adam's, and it is
+    # computed with the same float32 operations in the same order.
+    rng = np.random.default_rng(4)
+    w0 = rng.normal(size=(V, D)).astype(np.float32)
+    ours, ref = keras.Variable(w0), keras.Variable(w0)
+    opt, keras_opt = tfs.optimizers.SparseAdam(LR, **kwargs), keras.optimizers.Adam(LR, **kwargs)
+    for _ in range(3):
+        perm = rng.permutation(V)
+        vals = rng.normal(size=(V, D)).astype(np.float32)
+        opt.apply([tf.IndexedSlices(tf.constant(vals), tf.constant(perm), [V, D])], [ours])
+        dense = np.zeros_like(vals)
+        dense[perm] = vals
+        keras_opt.apply([tf.constant(dense)], [ref])
+    np.testing.assert_array_equal(ours.numpy(), ref.numpy())
+
+
+def test_rowwise_adagrad_on_vectors_is_keras_adagrad_bit_for_bit():
+    rng = np.random.default_rng(5)
+    b0 = rng.normal(size=(V,)).astype(np.float32)
+    ours, ref = keras.Variable(b0), keras.Variable(b0)
+    opt, keras_opt = tfs.optimizers.RowwiseAdagrad(LR), keras.optimizers.Adagrad(LR)
+    for _ in range(3):
+        g = tf.constant(rng.normal(size=(V,)).astype(np.float32))
+        opt.apply([g], [ours])
+        keras_opt.apply([g], [ref])
+    np.testing.assert_array_equal(ours.numpy(), ref.numpy())
+
+
+@pytest.mark.parametrize("kwargs", [{"clipnorm": 0.5}, {"global_clipnorm": 0.5},
+                                    {"clipvalue": 0.3}, {"weight_decay": 0.5},
+                                    {"loss_scale_factor": 4.0}])
+def test_first_sparse_step_is_keras_adams_step_on_the_summed_gradient(kwargs):
+    # From zero slots, dense Adam leaves rows with a zero gradient in place (m = v = 0), so
+    # one lazy step equals keras Adam's on the dense sum of the slices: clipping sees the
+    # merged rows' norm, weight decay and unscaling act on the touched rows.
+    rng = np.random.default_rng(6)
+    w0 = rng.normal(size=(V, D)).astype(np.float32)
+    (ids, vals), = _sparse_grads(rng, 1)
+    ours, ref = keras.Variable(w0), keras.Variable(w0)
+    tfs.optimizers.SparseAdam(LR, **kwargs).apply(
+        [tf.IndexedSlices(tf.constant(vals), tf.constant(ids), [V, D])], [ours])
+    dense = np.zeros_like(w0)
+    np.add.at(dense, ids, vals)
+    keras.optimizers.Adam(LR, **kwargs).apply([tf.constant(dense)], [ref])
+    touched = np.unique(ids)
+    # The two sum the repeats in different orders (segment sum, np.add.at): a few ulps.
+    np.testing.assert_allclose(ours.numpy()[touched], ref.numpy()[touched], rtol=1e-6,
+                               atol=1e-7)
+    untouched = np.setdiff1d(np.arange(V), touched)
+    np.testing.assert_array_equal(ours.numpy()[untouched], w0[untouched])
+
+
+def test_rowwise_state_is_one_float_per_row():
+    opt = tfs.optimizers.RowwiseAdagrad()
+    table, bias = keras.Variable(np.zeros((1000, 16), "float32")), keras.Variable(np.zeros(1000, "float32"))
+    opt.build([table, bias])
+    sizes = {tuple(v.shape) for v in opt.variables if v.dtype == "float32" and len(v.shape)}
+    assert sizes == {(1000,)}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"learning_rate": -0.1}, "learning_rate"),
+    ({"beta_1": 1.0}, "beta_1"),
+    ({"beta_1": -0.1}, "beta_1"),
+    ({"beta_2": 1.5}, "beta_2"),
+    ({"epsilon": 0.0}, "epsilon"),
+    ({"bias_correction": "row"}, "bias_correction"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tfs.optimizers.SparseAdam(**kwargs)
+
+
+def test_bad_arguments_rowwise():
+    with pytest.raises(ValueError, match="learning_rate"):
+        tfs.optimizers.RowwiseAdagrad(learning_rate=-1.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        tfs.optimizers.RowwiseAdagrad(epsilon=-1e-7)
+    with pytest.raises(ValueError, match="initial_accumulator_value"):
+        tfs.optimizers.RowwiseAdagrad(initial_accumulator_value=-0.1)
+
+
+@pytest.mark.parametrize("make", [tfs.optimizers.SparseAdam, tfs.optimizers.RowwiseAdagrad])
+def test_wrong_shape_gradient(make):
+    var = keras.Variable(np.zeros((V, D), "float32"))
+    opt = make()
+    with pytest.raises(ValueError, match="shape"):
+        opt.apply([tf.zeros((V,))], [var])
+    with pytest.raises(ValueError, match="IndexedSlices"):
+        opt.apply([tf.IndexedSlices(tf.zeros((3, D + 1)), tf.constant([0, 1, 2]), [V, D])],
+                  [var])
+    with pytest.raises(ValueError, match="IndexedSlices"):
+        opt.apply([tf.IndexedSlices(tf.zeros((3,)), tf.constant([0, 1, 2]), [V])], [var])
+
+
+def _model(optimizer, vocab=V, seed=0):
+    keras.utils.set_random_seed(seed)
+    tokens = keras.Input((3,), dtype="int32")
+    labels = keras.Input((), dtype="int32")
+    hidden = keras.layers.Flatten()(keras.layers.Embedding(vocab, 4)(tokens))
+    hidden = keras.layers.Dense(8, activation="tanh")(hidden)
+    head = tfs.layers.SampledSoftmax(vocab, 8, sampler=tfs.samplers.UniformSampler(vocab, seed=1))
+    model = keras.Model([tokens, labels], head([hidden, labels]))
+    model.compile(optimizer=optimizer, steps_per_execution=2)
+    return model
+
+
+def _data(vocab=V, n=64):
+    rng = np.random.default_rng(7)
+    # Tokens from the first half of the vocabulary only, with many repeats per batch.
+    tokens = rng.integers(0, vocab // 2, size=(n, 3)).astype("int32")
+    labels = rng.integers(0, vocab // 2, size=(n,)).astype("int32")
+    return (tokens, labels)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: tfs.optimizers.SparseAdam(0.02),
+    lambda: tfs.optimizers.RowwiseAdagrad(0.2),
+    lambda: tfs.optimizers.LossScaleOptimizer(tfs.optimizers.RowwiseAdagrad(0.2)),
+], ids=["sparse_adam", "rowwise_adagrad", "loss_scale"])
+def test_fit_sampled_softmax_with_embedding_input(make):
+    opt = make()
+    inner = getattr(opt, "inner_optimizer", opt)
+    kinds = {}
+    update_step = inner.update_step
+
+    def spy(gradient, variable, learning_rate):  # runs when fit traces its step
+        kinds[variable.name] = type(gradient).__name__
+        return update_step(gradient, variable, learning_rate)
+
+    inner.update_step = spy
+    model = _model(opt)
+    table0 = model.layers[1].embeddings.numpy().copy()
+    x = _data()
+    before = model.evaluate(x, batch_size=64, verbose=0)
+    model.fit(x, batch_size=16, epochs=3, shuffle=False, verbose=0)
+    after = model.evaluate(x, batch_size=64, verbose=0)
+    # The exact full-softmax loss on the training set falls (ln 40 = 3.7 at the start).
+    assert after < before - 0.1, (before, after)
+    # The tables' gradients reach the update as slices (nothing densified them on the
+    # way: not Keras' apply, clipping, loss scaling), the Dense kernel's as a tensor.
+    sparse = {p for p, kind in kinds.items() if kind == "IndexedSlices"}
+    assert any("embedding" in p for p in sparse) and any("sampled_softmax" in p for p in sparse)
+    assert any("dense" in p for p in kinds) and not any("dense" in p for p in sparse)
+    # Input rows never looked up stay bit-identical.
+    np.testing.assert_array_equal(model.layers[1].embeddings.numpy()[V // 2:], table0[V // 2:])
+
+
+def test_keras_save_load_keeps_optimizer_state(tmp_path):
+    x = _data()
+    for make in (lambda: tfs.optimizers.SparseAdam(0.02, bias_correction="per_row"),
+                 lambda: tfs.optimizers.RowwiseAdagrad(0.2)):
+        model = _model(make())
+        model.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        path = str(tmp_path / "m.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)
+        assert type(loaded.optimizer) is type(model.optimizer)
+        assert loaded.optimizer.get_config() == model.optimizer.get_config()
+        assert len(loaded.optimizer.variables) == len(model.optimizer.variables)
+        for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_checkpoint_restores_state(tmp_path):
+    var = keras.Variable(np.ones((V, D), "float32"))
+    opt = tfs.optimizers.SparseAdam(LR, bias_correction="per_row")
+    grads = _sparse_grads(np.random.default_rng(8), 2)
+    _apply(opt, var, grads, [V, D])
+    path = tf.train.Checkpoint(opt=opt, var=var).write(str(tmp_path / "ckpt"))
+    var2 = keras.Variable(np.zeros((V, D), "float32"))
+    opt2 = tfs.optimizers.SparseAdam(LR, bias_correction="per_row")
+    opt2.build([var2])
+    tf.train.Checkpoint(opt=opt2, var=var2).read(path).assert_consumed()
+    for a, b in zip(opt.variables, opt2.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_array_equal(var.numpy(), var2.numpy())
+
+
+def test_config_round_trip_and_schedule():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)
+    opt = tfs.optimizers.SparseAdam(schedule, beta_2=0.99, bias_correction="per_row",
+                                    weight_decay=0.01, clipnorm=1.0)
+    again = tfs.optimizers.SparseAdam.from_config(opt.get_config())
+    assert again.get_config() == opt.get_config()
+    opt = tfs.optimizers.RowwiseAdagrad(0.05, initial_accumulator_value=0.5)
+    assert keras.optimizers.deserialize(
+        keras.optimizers.serialize(opt)).get_config() == opt.get_config()
+
+
+def test_backup_and_restore_resumes_with_the_optimizer_state(tmp_path):
+    # An Embedding table (sparse gradient) and a Dense softmax: deterministic, so the
+    # resumed run must equal the uninterrupted one bit for bit.
+    x = _data()
+    y = x[1]
+
+    def model():
+        keras.utils.set_random_seed(3)
+        m = keras.Sequential([keras.Input((3,), dtype="int32"), keras.layers.Embedding(V, 4),
+                              keras.layers.Flatten(), keras.layers.Dense(V)])
+        m.compile(optimizer=tfs.optimizers.SparseAdam(0.02),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return m
+
+    full = model()
+    full.fit(x[0], y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("interrupted")
+
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model().fit(x[0], y, batch_size=16, epochs=2, shuffle=False, verbose=0,
+                    callbacks=[backup, Stop()])
+    resumed = model()
+    resumed.fit(x[0], y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[backup])
+    for a, b in zip(full.weights + full.optimizer.variables,
+                    resumed.weights + resumed.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("lso_class", [keras.mixed_precision.LossScaleOptimizer,
+                                       tfs.optimizers.LossScaleOptimizer])
+def test_loss_scale_optimizer_unscales_sparse_gradients(lso_class):
+    # Scale 2^k: scaling and unscaling are exact, so the wrapped step equals the plain one.
+    rng = np.random.default_rng(9)
+    w0 = rng.normal(size=(V, D)).astype(np.float32)
+    grads = _sparse_grads(rng, 3)
+    plain, wrapped = keras.Variable(w0), keras.Variable(w0)
+    _apply(tfs.optimizers.SparseAdam(LR), plain, grads, [V, D])
+    lso = lso_class(tfs.optimizers.SparseAdam(LR), initial_scale=2.0 ** 10)
+    _apply(lso, wrapped, [(i, g * 2.0 ** 10) for i, g in grads], [V, D])
+    np.testing.assert_array_equal(plain.numpy(), wrapped.numpy())
+    # A non-finite slice skips the step and halves the scale (checked on the values).
+    before = wrapped.numpy()
+    _apply(lso, wrapped, [(np.array([0]), np.full((1, D), np.inf, np.float32))], [V, D])
+    np.testing.assert_array_equal(wrapped.numpy(), before)
+    assert float(lso.dynamic_scale.numpy()) == 2.0 ** 9
+
+
+def test_tfs_loss_scale_optimizer_checks_finiteness_on_the_slices():
+    # Keras' check_finite densifies an IndexedSlices (O(V*d) a step); ours reads the values.
+    lso = tfs.optimizers.LossScaleOptimizer(tfs.optimizers.SparseAdam(LR))
+    # Slices without a dense_shape cannot be made dense: converting them raises.
+    g = tf.IndexedSlices(tf.ones((2, D)), tf.constant([0, 3]))
+    with pytest.raises(ValueError, match="convert"):
+        keras.mixed_precision.LossScaleOptimizer(tfs.optimizers.SparseAdam(LR)).check_finite([g])
+    assert bool(lso.check_finite([g]))
+    assert not bool(lso.check_finite([tf.IndexedSlices(tf.constant([[np.nan] * D]),
+                                                       tf.constant([1]))]))
+    config = keras.optimizers.serialize(lso)
+    again = keras.optimizers.deserialize(config)
+    assert type(again) is tfs.optimizers.LossScaleOptimizer
+    assert type(again.inner_optimizer) is tfs.optimizers.SparseAdam
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import os, sys
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, tf_sampling as tfs
+    V, D = 40, 6
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(V, D)).astype(np.float32)
+    ids = [rng.integers(0, V // 2, size=(2, 8)) for _ in range(3)]  # [step][replica]
+    vals = [rng.normal(size=(2, 8, D)).astype(np.float32) for _ in range(3)]
+    results = {}
+    for name, make in [("adam", tfs.optimizers.SparseAdam), ("adagrad", tfs.optimizers.RowwiseAdagrad)]:
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            var = keras.Variable(w0)
+            opt = make(0.01)
+            opt.build([var])
+        kinds = []
+        update_step = opt.update_step
+        def spy(gradient, variable, learning_rate):
+            kinds.append(type(gradient).__name__)
+            return update_step(gradient, variable, learning_rate)
+        opt.update_step = spy
+        @tf.function
+        def step(i, v):
+            def replica_fn():
+                r = tf.distribute.get_replica_context().replica_id_in_sync_group
+                g = tf.IndexedSlices(tf.gather(v, r), tf.gather(i, r), tf.constant([V, D], i.dtype))
+                opt.apply([g], [var])
+            strategy.run(replica_fn)
+        for s in range(3):
+            step(tf.constant(ids[s]), tf.constant(vals[s]))
+        single_var = keras.Variable(w0)
+        single = make(0.01)
+        for s in range(3):
+            single.apply([tf.IndexedSlices(tf.constant(vals[s].reshape(-1, D)),
+                                           tf.constant(ids[s].reshape(-1)), [V, D])], [single_var])
+        got = np.stack([c.numpy() for c in strategy.experimental_local_results(var.value)])
+        results[name] = (got, single_var.numpy())
+        # The all-reduced gradient reaches the update as slices, on each replica.
+        assert kinds and set(kinds) == {"IndexedSlices"}, kinds
+    for name, (got, want) in results.items():
+        np.testing.assert_allclose(got[0], want, atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(got[0], got[1])
+        np.testing.assert_array_equal(got[0][V // 2:], w0[V // 2:])
+    print("OK")
+""")
+
+
+def test_mirrored_strategy_two_cpus():
+    # Two replicas' slices are all-reduced (concatenated, still IndexedSlices), merged,
+    # and applied once: the result is the single device's step on the global batch, and
+    # rows no replica touched stay bit-identical. Tolerance: the two sum a row's repeats
+    # in different orders (a few float32 ulps of O(1) weights).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_keras_embedding_repeated_tokens_get_the_dense_step():
+    # Keras' Embedding repeats a row per repeated token; keras Adam then squares the parts
+    # (a wrong step), SparseAdam sums them first. Every looked-up row is in every step
+    # and the others never are, so the lazy and the dense steps coincide here.
+    # Tolerance: the two sum a row's repeats in different orders (a few ulps).
+    tokens = np.array([[1, 1, 2], [1, 3, 3]])
+
+    def train(opt, densify=False):
+        emb = keras.layers.Embedding(5, 2, embeddings_initializer=keras.initializers.Constant(
+            np.arange(10.0).reshape(5, 2) / 10))
+        emb.build()
+        for _ in range(3):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.sin(emb(tokens)))
+            g = tape.gradient(loss, emb.trainable_variables)
+            opt.apply([tf.convert_to_tensor(g[0])] if densify else g, emb.trainable_variables)
+        return g[0], emb.embeddings.numpy()
+
+    g, plain = train(keras.optimizers.Adam(0.1))
+    assert len(np.unique(g.indices.numpy())) < len(g.indices.numpy())
+    _, dense = train(keras.optimizers.Adam(0.1), densify=True)
+    _, ours = train(tfs.optimizers.SparseAdam(0.1))
+    assert np.abs(plain - dense).max() > 1e-3
+    np.testing.assert_allclose(ours, dense, rtol=1e-6)
