@@ -1,5 +1,5 @@
 // CUDA kernels for alias tables: the parallel build (the split method of
-// Huebschle-Schneider & Sanders, see alias_table.h) and the sampler. No
+// Huebschle-Schneider & Sanders, see distribution_sampler.h) and the sampler. No
 // TensorFlow in here: alias_kernels.cu.cc wraps these for the TF op, and
 // custom_ops/gpu_harness tests and times them on their own.
 //
@@ -31,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/alias_table.h"
+#include "kernels/distribution_sampler.h"
 
 namespace tf_sampling {
 namespace gpu {

@@ -12,7 +12,7 @@
 #include <cmath>
 #include <functional>
 
-#include "kernels/alias_table.h"
+#include "kernels/range_sampler.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"

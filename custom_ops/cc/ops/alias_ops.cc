@@ -1,5 +1,6 @@
 // Op registrations of the alias-table sampler. Kernels: kernels/alias_kernels.cc
-// (CPU, and GPU with GOOGLE_CUDA), algorithm: kernels/alias_table.h.
+// (CPU, and GPU with GOOGLE_CUDA), algorithm: kernels/distribution_sampler.h
+// (table), kernels/range_sampler.h (mixture and unique draws).
 
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -76,7 +77,7 @@ REGISTER_OP("TfSampling>AliasBuild")
     })
     .Doc(R"doc(
 Builds an alias table from non-negative weights (sweep variant of Vose's
-method; see alias_table.h). Entry i packs bucket i's alias (high 32 bits) and
+method; see distribution_sampler.h). Entry i packs bucket i's alias (high 32 bits) and
 keep threshold t (low 32 bits, unsigned): the bucket keeps class i with
 probability t / 2^32 and gives its alias otherwise. Negative, NaN, infinite
 or all-zero weights are InvalidArgument; zero weights are never drawn.
