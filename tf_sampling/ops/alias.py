@@ -188,8 +188,8 @@ def alias_sample(table, num_samples, seed, unique=False, use_custom_op=None, nam
         ops = _ops(use_custom_op)
         if unique:
             if ops is not None:
-                samples, num_tries = ops.tf_sampling_alias_sample_unique(
-                    table, tf.constant(num_samples, tf.int64), seed)
+                samples, num_tries = ops.tf_sampling_alias_sample(
+                    table, tf.constant(num_samples, tf.int64), seed, unique=True)
             elif num_samples == 0:
                 samples, num_tries = tf.zeros([0], tf.int64), tf.constant(0, tf.int64)
             else:
@@ -197,7 +197,7 @@ def alias_sample(table, num_samples, seed, unique=False, use_custom_op=None, nam
             return UniqueSample(samples, num_tries)
         num = _num_tensor(num_samples)
         if ops is not None:
-            return ops.tf_sampling_alias_sample(table, num, seed)
+            return ops.tf_sampling_alias_sample(table, num, seed).samples
         return _alias_tf.sample(table, num, seed)
 
 
@@ -242,8 +242,8 @@ def alias_mixture_sample(table, table_mass, extra_ids, extra_cum, num_samples, s
         args = (table, table_mass, extra_ids, extra_cum)
         if unique:
             if ops is not None:
-                samples, num_tries = ops.tf_sampling_alias_mixture_sample_unique(
-                    *args, tf.constant(num_samples, tf.int64), seed)
+                samples, num_tries = ops.tf_sampling_alias_mixture_sample(
+                    *args, tf.constant(num_samples, tf.int64), seed, unique=True)
             elif num_samples == 0:
                 samples, num_tries = tf.zeros([0], tf.int64), tf.constant(0, tf.int64)
             else:
@@ -251,7 +251,7 @@ def alias_mixture_sample(table, table_mass, extra_ids, extra_cum, num_samples, s
             return UniqueSample(samples, num_tries)
         num = _num_tensor(num_samples)
         if ops is not None:
-            return ops.tf_sampling_alias_mixture_sample(*args, num, seed)
+            return ops.tf_sampling_alias_mixture_sample(*args, num, seed).samples
         return _alias_tf.mixture_sample(*args, num, seed)
 
 
