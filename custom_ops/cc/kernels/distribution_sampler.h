@@ -16,7 +16,7 @@
 //   and a keep threshold in the low 32 bits (PackEntry): bucket i keeps class
 //   i iff a uniform 32-bit coin < threshold, so prob[i] = threshold / 2^32,
 //   and a bucket that always keeps has alias[i] = i. A draw reads one 8-byte
-//   entry, one cache line: with two arrays it took two random reads, and at
+//   entry, one cache line (two arrays would take two random reads), and at
 //   1e6+ classes those cache misses are what a draw costs.
 //
 //   Build: the "sweep" variant of Vose's method (Huebschle-Schneider & Sanders,

@@ -63,6 +63,15 @@ absl::Status MixtureSampleShape(InferenceContext* c) {
 
 }  // namespace
 
+// The outputs and attributes of both sampling ops, which differ only in their
+// inputs.
+#define SAMPLE_OUTPUTS_AND_ATTRS               \
+  Output("samples: int64")                     \
+      .Output("num_tries: int64")              \
+      .Attr("unique: bool = false")            \
+      .Attr("Tnum: {int32, int64} = DT_INT32") \
+      .Attr("Tseed: {int32, int64} = DT_INT64")
+
 REGISTER_OP("TfSampling>AliasBuild")
     .Input("weights: T")
     .Output("table: int64")
@@ -85,11 +94,7 @@ REGISTER_OP("TfSampling>AliasSample")
     .Input("table: int64")
     .Input("num_samples: Tnum")
     .Input("seed: Tseed")
-    .Output("samples: int64")
-    .Output("num_tries: int64")
-    .Attr("unique: bool = false")
-    .Attr("Tnum: {int32, int64} = DT_INT32")
-    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .SAMPLE_OUTPUTS_AND_ATTRS
     .SetShapeFn(SampleShape)
     .Doc(R"doc(
 Draws class ids from an alias table. Draw t of the stream uses the
@@ -112,11 +117,7 @@ REGISTER_OP("TfSampling>AliasMixtureSample")
     .Input("extra_cum: double")
     .Input("num_samples: Tnum")
     .Input("seed: Tseed")
-    .Output("samples: int64")
-    .Output("num_tries: int64")
-    .Attr("unique: bool = false")
-    .Attr("Tnum: {int32, int64} = DT_INT32")
-    .Attr("Tseed: {int32, int64} = DT_INT64")
+    .SAMPLE_OUTPUTS_AND_ATTRS
     .SetShapeFn(MixtureSampleShape)
     .Doc(R"doc(
 AliasSample for the mixture of an alias table of mass `table_mass` and a
@@ -127,5 +128,7 @@ empty list this is AliasSample's stream. DynamicAliasSampler keeps its weight
 increments since the last table build in the list. A separate op because the
 list has no GPU kernel: AliasSample keeps its GPU placement.
 )doc");
+
+#undef SAMPLE_OUTPUTS_AND_ATTRS
 
 }  // namespace tensorflow
