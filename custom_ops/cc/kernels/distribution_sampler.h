@@ -41,7 +41,6 @@
 //   about 1e-7 relative per class. A class of weight 0 gets threshold 0 and is
 //   never an alias target, so it is never drawn.
 //
-//
 //   One draw: for a 64-bit random word x (philox_random.h),
 //   j = floor(x * n / 2^64) is the bucket, and the next 32 bits of x * n (the
 //   fraction x * n / 2^64 - j, truncated) are a uniform 32-bit coin given j;
