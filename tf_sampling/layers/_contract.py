@@ -5,7 +5,9 @@
 - `head([inputs, labels])` with `training` False or None (`model.evaluate`, plain calls):
   adds the mean exact loss and returns the inference output; a head whose inference
   output is a top-k pair returns the per-example exact loss instead, so that a
-  functional model has one output structure in `fit` and `evaluate`.
+  functional model has one output structure in `fit` and `evaluate`. AdaptiveSoftmax,
+  whose training loss is exact, returns its per-example NLL in both; CandidateSoftmax
+  returns the log-probabilities over each row's candidates.
 - `head(inputs)` with `training` False or None: the inference output, all
   log-probabilities or `(values, indices)` of the best classes.
 - `head(inputs, training=True)`: an error (`missing_labels`), since training needs labels.
