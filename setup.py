@@ -1,4 +1,5 @@
-"""Builds the optional alias-table custom ops (custom_ops/) into the package.
+"""Builds the optional custom ops (custom_ops/: alias tables, fused skip-gram training) into
+the package.
 
 `pip install .` and `pip install -e .` run `make -C custom_ops` with the compile and link
 flags of the TensorFlow in the build environment (pyproject.toml pins it; use
@@ -30,8 +31,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))
-_CPU = "tf_sampling.ops._alias_ops"
-_GPU = "tf_sampling.ops._alias_ops_gpu"
+_CPU = "tf_sampling.ops._tf_sampling_ops"
+_GPU = "tf_sampling.ops._tf_sampling_ops_gpu"
 
 
 def _say(msg, to_terminal=False):

@@ -55,10 +55,7 @@ CANDS = _rng.integers(0, V, (N, NUM_CANDIDATES)).astype(np.int32)
 POS = _rng.integers(0, NUM_CANDIDATES, N).astype(np.int32)
 COUNTS = np.bincount(Y, minlength=V) + 1
 
-try:
-    from tf_sampling.samplers import DynamicAliasSampler
-except ImportError:  # pragma: no cover - optional module
-    DynamicAliasSampler = None
+from tf_sampling.samplers import DynamicAliasSampler
 
 
 def _dataset():
@@ -458,9 +455,8 @@ def main():
         train(MWMS, "mwms", results)
         results["mwms/num_replicas"] = np.array(MWMS.num_replicas_in_sync)
         lap("mwms")
-        if DynamicAliasSampler is not None:
-            try_train(MWMS, "mwms_dynamic", results, dynamic=True)
-            lap("mwms dynamic")
+        try_train(MWMS, "mwms_dynamic", results, dynamic=True)
+        lap("mwms dynamic")
         try_train(MWMS, "mwms_retrieval", results, retrieval=True)
         lap("mwms retrieval")
     else:
@@ -483,10 +479,9 @@ def main():
             mirrored, os.path.join(os.path.dirname(os.path.abspath(OUT)), "replicated"),
             results)
         lap("outside training")
-        if DynamicAliasSampler is not None:
-            try_train(tf.distribute.get_strategy(), "single_dynamic", results, dynamic=True)
-            try_train(mirrored, "mirrored_dynamic", results, dynamic=True)
-            lap("dynamic")
+        try_train(tf.distribute.get_strategy(), "single_dynamic", results, dynamic=True)
+        try_train(mirrored, "mirrored_dynamic", results, dynamic=True)
+        lap("dynamic")
         try_train(tf.distribute.get_strategy(), "single_retrieval", results, retrieval=True)
         try_train(mirrored, "mirrored_retrieval", results, retrieval=True)
         lap("retrieval")

@@ -35,7 +35,7 @@ def test_cuda_kernels_compile_with_nvcc(tmp_path):
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found")
 def test_gpu_harness_compiles_with_nvcc(tmp_path):
     """custom_ops/gpu_harness/alias_harness.cu (the standalone GPU test and benchmark,
-    which compares the kernels with the CPU code of alias_table.h) builds as run.sh
+    which compares the kernels with the CPU code of the alias-table headers) builds as run.sh
     builds it, for one architecture."""
     cc = os.path.join(ROOT, "custom_ops", "cc")
     exe = tmp_path / "alias_harness"

@@ -96,13 +96,13 @@ def test_alias_table_header_standalone_test(tmp_path):
 def test_custom_ops_are_built_and_load():
     assert tfs.ops.custom_ops_available(), (
         f"{_loader.LIBRARY.reason} (build with `pip install -e .` or `make -C custom_ops`)")
-    gpu_lib = _loader._find(_loader._HERE, "_alias_ops_gpu")
+    gpu_lib = _loader._find(_loader._HERE, _loader.LIBRARY.gpu_stem)
     if gpu_lib is not None:  # built where nvcc and a CUDA TensorFlow exist
         assert _loader.LIBRARY.gpu_loaded
 
 
 def _fake_library(directory, content):
-    path = os.path.join(directory, "_alias_ops.so")
+    path = os.path.join(directory, "_tf_sampling_ops.so")
     with open(path, "wb") as f:
         f.write(content)
     return path
@@ -136,6 +136,23 @@ def test_unusable_library_warns_once_and_falls_back(tmp_path, monkeypatch, case)
         assert "-m pip install --no-build-isolation --no-deps -e ." in message
         assert "make -C custom_ops PYTHON=" in message
 
+
+
+def test_library_of_the_earlier_name_is_not_loaded(tmp_path, monkeypatch):
+    """`_alias_ops.so` (the library's earlier name) has other op signatures: a directory
+    holding only it falls back with one warning that names it and says how to build."""
+    monkeypatch.delenv(_loader.ENV_FORCE_FALLBACK, raising=False)
+    with open(tmp_path / "_alias_ops.cpython-311-x86_64-linux-gnu.so", "wb") as f:
+        f.write(f"TF_SAMPLING_BUILT_WITH_TF={tf.__version__};".encode())
+    lib = _loader.CustomOpLibrary(directory=str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert lib.get() is None
+    ours = [str(w.message) for w in caught if issubclass(w.category, tfs.ops.CustomOpWarning)]
+    assert len(ours) == 1, ours
+    assert "_alias_ops.cpython-311-x86_64-linux-gnu.so" in ours[0]
+    assert "earlier version" in ours[0] and "make -C custom_ops PYTHON=" in ours[0]
+    assert lib.path is None
 
 def test_runtime_requirement_is_the_build_minor_version():
     # The op is built in pip's isolated environment against the build requirement; it

@@ -6,6 +6,7 @@ from tf_sampling import samplers  # noqa: E402,F401
 from tf_sampling import ops  # noqa: E402,F401
 from tf_sampling import losses  # noqa: E402,F401
 from tf_sampling import layers  # noqa: E402,F401
+from tf_sampling import models  # noqa: E402,F401
 from tf_sampling import serving  # noqa: E402,F401
 from tf_sampling import trees  # noqa: E402,F401
 from tf_sampling import callbacks  # noqa: E402,F401

@@ -28,6 +28,8 @@ Example:
 import keras
 import tensorflow as tf
 
+from tf_sampling import models as _models
+
 __all__ = ["export", "inference_parts", "serving_function"]
 
 
@@ -40,13 +42,18 @@ def inference_parts(model, head=None):
 
     Args:
         model: a functional Keras model whose output head (a layer with `log_prob`) was
-            called once on `[hidden, labels]` (or on `hidden` alone).
+            called once on `[hidden, labels]` (or on `hidden` alone), or a
+            `tfs.models.HeadModel` (its `features` and `head`).
         head: the head layer or its name; by default the last layer with `log_prob`.
 
     Returns:
         `(features, head)`: `features` is a `keras.Model` from the model's inputs other
         than the labels to the hidden tensor that the head reads.
     """
+    if isinstance(model, _models.HeadModel):
+        if head is not None and head is not model.head and head != model.head.name:
+            raise ValueError(f"`head` {head!r} is not the head of this HeadModel.")
+        return model.features, model.head
     if head is None:
         heads = [layer for layer in model.layers if _is_head(layer)]
         if not heads:

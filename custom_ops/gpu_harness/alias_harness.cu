@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "kernels/alias_gpu.cu.h"
-#include "kernels/alias_table.h"
+#include "kernels/range_sampler.h"
 
 using namespace tf_sampling;
 using alias::BuildStatus;

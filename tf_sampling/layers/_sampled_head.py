@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tf_sampling import _chunked
 from tf_sampling import samplers as samplers_lib
+from tf_sampling.layers import _contract
 from tf_sampling.losses import _sampled_logits as _sl
 from tf_sampling.losses import per_example as _per_example
 
@@ -320,7 +321,9 @@ class SampledHead(keras.layers.Layer):
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs, training=None):
         hidden, labels = self._split(inputs)
-        if training and labels is not None:
+        if training and labels is None:
+            raise _contract.missing_labels(self)
+        if training:
             hidden, labels, lead = self._flatten(hidden, labels)
             loss = self._sampled_loss(hidden, labels)
             self.add_loss(tf.reduce_mean(loss))
@@ -484,6 +487,8 @@ class SampledHead(keras.layers.Layer):
     def compute_output_spec(self, inputs, training=None):
         hidden, labels = self._split(inputs)
         dtype = "float64" if hidden.dtype == "float64" else "float32"
+        if labels is not None and training:
+            return keras.KerasTensor(tuple(hidden.shape)[:-1], dtype=dtype)  # the loss
         if labels is not None:
             shape = self.compute_output_shape((tuple(hidden.shape), tuple(labels.shape)))
         else:

@@ -19,6 +19,8 @@ import numbers
 import keras
 import tensorflow as tf
 
+from tf_sampling.layers import _contract
+
 
 def _flatten(inputs, labels=None):
     """[..., d] -> [N, d] and the leading shape, so any number of leading axes works."""
@@ -45,16 +47,19 @@ class AdaptiveSoftmax(keras.layers.Layer):
     `head_kernel`, `head.bias` to `head_bias`, and `tail[i][0].weight.T` / `tail[i][1].weight.T`
     to `tail_projections[i]` / `tail_kernels[i]`.
 
-    Calling convention (as every head of this package):
-    - `layer([inputs, labels])` while training (or with `training=None`): adds the mean
-      negative log-likelihood with `add_loss` and returns the per-example NLL (shape of
-      `labels`). Only the tail clusters that some label falls into are evaluated, on the
-      rows whose label is there.
-    - `layer(inputs)`, or `layer([inputs, labels], training=False)`: full log-probabilities
-      `[..., num_classes]`, or `(values, indices)` of the top `top_k` classes when `top_k` is
-      set (computed by the pruned search of `predict_top_k`). With labels, the exact mean NLL
-      is still added with `add_loss`, so `model.evaluate` reports the exact loss
-      (perplexity = exp(loss)).
+    Calling convention (as every head of this package, `tf_sampling/layers/_contract.py`):
+    - `layer([inputs, labels], training=True)` (as in `model.fit`): adds the mean negative
+      log-likelihood with `add_loss` and returns the per-example NLL (shape of `labels`).
+      Only the tail clusters that some label falls into are evaluated, on the rows whose
+      label is there.
+    - `layer(inputs)` with `training` False or None (inference): full log-probabilities
+      `[..., num_classes]`, or `(values, indices)` of the top `top_k` classes when `top_k`
+      is set (computed by the pruned search of `predict_top_k`).
+    - `layer([inputs, labels])` with `training` False or None (`model.evaluate`): the same
+      exact NLL as in training (this head's training loss is exact) is added with
+      `add_loss` and returned, so `model.evaluate` reports the exact loss
+      (perplexity = exp(loss)) and a functional model has one output structure.
+    - `layer(inputs, training=True)` raises a `ValueError`: training needs labels.
 
     Args:
         num_classes: number of classes `V`.
@@ -337,12 +342,14 @@ class AdaptiveSoftmax(keras.layers.Layer):
                     "AdaptiveSoftmax takes `inputs` or `[inputs, labels]`, got "
                     f"{len(inputs)} tensors.")
             inputs, labels = inputs
-        if labels is not None and training is not False:
+        if training and labels is None:
+            raise _contract.missing_labels(self)
+        if labels is not None:
+            # The training loss is the exact NLL: given labels, training and evaluation
+            # add and return the same per-example NLL, so `val_loss` is exact.
             per_example = self.nll(inputs, labels)
             self.add_loss(tf.reduce_mean(per_example))
             return per_example
-        if labels is not None:
-            self.add_loss(tf.reduce_mean(self.nll(inputs, labels)))
         if self.top_k is not None:
             return self.predict_top_k(inputs, self.top_k)
         return self.log_prob(inputs)

@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from tf_sampling import _chunked
+from tf_sampling.layers import _contract
 from tf_sampling.losses.candidate_softmax import candidate_log_softmax, loss_and_log_softmax
 
 _POSITIVE_MODES = ("index", "id")
@@ -36,6 +37,8 @@ class CandidateSoftmax(keras.layers.Layer):
           candidates).
         - `inputs` alone: full log-probabilities `[batch, num_classes]`, or
           `(values, indices)` of the best classes, as `top_k` says.
+        A call with `training=True` but without `positives` raises a `ValueError`:
+        training needs them.
 
     Args:
         num_classes: number of classes (rows of the output weights).
@@ -173,6 +176,9 @@ class CandidateSoftmax(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x, candidates, positives, log_q = self._unpack(inputs)
+        if training and positives is None:
+            raise _contract.missing_labels(
+                self, call="head([inputs, candidates, positives], training=True)")
         if candidates is None:
             k = _chunked.output_top_k(self.top_k, self.num_classes)
             return self.log_prob(x) if k is None else self.predict_top_k(x, k)

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from tf_sampling import _chunked
+from tf_sampling.layers import _contract
 from tf_sampling.losses import _sampled_logits as _sl
 
 
@@ -166,6 +167,8 @@ class FullSoftmax(keras.layers.Layer):
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs, training=None):
         hidden, labels = self._split(inputs)
+        if training and labels is None:
+            raise _contract.missing_labels(self)
         k = _chunked.output_top_k(self.top_k, self.num_classes)
         if labels is not None:
             loss = self.full_softmax_loss(hidden, labels)
@@ -249,6 +252,8 @@ class FullSoftmax(keras.layers.Layer):
     def compute_output_spec(self, inputs, training=None):
         hidden, labels = self._split(inputs)
         dtype = "float64" if hidden.dtype == "float64" else "float32"
+        if labels is not None and training:
+            return keras.KerasTensor(tuple(hidden.shape)[:-1], dtype=dtype)  # the loss
         if labels is not None:
             shape = self.compute_output_shape((tuple(hidden.shape), tuple(labels.shape)))
         else:

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sampling import trees
+from tf_sampling.layers import _contract
 from tf_sampling.losses import _unique_rows
 
 # Above this many classes the tree lives only in the weights, not in get_config().
@@ -75,8 +76,11 @@ class HierarchicalSoftmax(keras.layers.Layer):
         NLL with `add_loss` and returns the per-example NLL `[batch]`.
         Otherwise (`layer(inputs)`, or `training` False/None): returns `log_prob(inputs)`
         `[batch, V]`, or `top_k(inputs, top_k)` if `top_k` is set; with labels it also adds
-        the mean exact NLL, so `model.evaluate` reports the exact loss. `inputs` is float
-        `[batch, dim]`, `labels` int `[batch]` or `[batch, 1]` in `[0, V)`.
+        the mean exact NLL, so `model.evaluate` reports the exact loss, and a head with
+        `top_k` set returns the per-example NLL (one output structure in `fit` and
+        `evaluate`). `layer(inputs, training=True)` raises a `ValueError`: training needs
+        labels. `inputs` is float `[batch, dim]`, `labels` int `[batch]` or `[batch, 1]`
+        in `[0, V)`.
 
     Example:
         >>> counts = np.random.default_rng(0).zipf(1.5, 1000)
@@ -266,7 +270,9 @@ class HierarchicalSoftmax(keras.layers.Layer):
 
     def compute_output_spec(self, inputs, training=None):
         if isinstance(inputs, (list, tuple)):
-            return keras.KerasTensor((inputs[0].shape[0],), dtype="float32")
+            if training or self.default_top_k:
+                return keras.KerasTensor((inputs[0].shape[0],), dtype="float32")
+            inputs = inputs[0]  # evaluation of a full-output head: the log-probabilities
         batch = inputs.shape[0]
         if self.default_top_k:
             k = self.default_top_k
@@ -282,13 +288,16 @@ class HierarchicalSoftmax(keras.layers.Layer):
             x, labels = inputs
         else:
             x, labels = inputs, None
-        if training and labels is not None:
+        if training and labels is None:
+            raise _contract.missing_labels(self)
+        if labels is not None:
+            # The training loss is the exact NLL (cheap here), so `val_loss` is exact too.
             nll = self.full_softmax_loss(x, labels)
             self.add_loss(tf.reduce_mean(nll))
-            return nll
-        if labels is not None:
-            # Evaluation: the exact NLL (cheap here), so `val_loss` is exact.
-            self.add_loss(tf.reduce_mean(self.full_softmax_loss(x, labels)))
+            # A top-k head's output given labels is the per-example loss, so that a
+            # functional model has one output structure in fit and evaluate.
+            if training or self.default_top_k:
+                return nll
         if self.default_top_k:
             return self.top_k(x, self.default_top_k)
         return self.log_prob(x)

@@ -17,14 +17,15 @@ class SampledSoftmax(SampledHead):
 
     The sampled loss is a training objective only: it is a noisy, biased estimate of the
     cross-entropy and its value is not a loss or perplexity you can report. Called with
-    `training=False` (evaluate, predict) or without labels, the layer computes the full
+    `training` False or None (evaluate, predict, plain calls), the layer computes the full
     softmax and returns log-probabilities `[batch, num_classes]`, or `(values, indices)`
     of the `top_k` best classes (see `top_k`); if labels are given it also adds the exact
     cross-entropy, so `model.evaluate()` and `val_loss` report the exact loss and
     `exp(val_loss)` is the perplexity. The loss and the top k are computed over chunks of
     classes with a streaming log-sum-exp, in O(batch x chunk) extra memory, so they run
     at 10^7 classes. Directly: `head.full_softmax_loss(hidden, labels)` (per example),
-    `head.perplexity(hidden, labels)`, `head.log_prob(hidden)`.
+    `head.perplexity(hidden, labels)`, `head.log_prob(hidden)`. A call with
+    `training=True` but without labels raises a `ValueError` (training needs labels).
 
     Args:
         num_classes: number of output classes.

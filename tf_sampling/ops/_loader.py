@@ -1,14 +1,16 @@
-"""Lazy loading of the compiled alias-table ops, after tensorflow/addons' `LazySO`.
+"""Lazy loading of the compiled ops, after tensorflow/addons' `LazySO`.
 
-The CPU library (`_alias_ops*.so`, ops and CPU kernels) is loaded on first use, not at
-import. If it is missing, was built against another TensorFlow minor version, or fails to
-load, ONE warning is issued, saying how to (re)build it, and callers use the pure-TF
-fallback. C++ ops have no stable ABI across TF minor releases; any patch release of the
+The CPU library (`_tf_sampling_ops*.so`: the alias-table ops, the fused skip-gram training
+op and their CPU kernels) is loaded on first use, not at import. If it is missing, was built
+against another TensorFlow minor version, or fails to load, ONE warning is issued, saying
+how to (re)build it, and callers use the pure-TF fallback. C++ ops have no stable ABI across TF minor releases; any patch release of the
 build's minor version is accepted, as tensorflow/addons did (its resource_loader.py loads
 ops built for 2.4 in [2.4.0, 2.5.0)). `TF_SAMPLING_PY_OPS=1` selects the fallback without a
 warning.
-The CUDA kernels live in a separate library (`_alias_ops_gpu*.so`), loaded after the CPU
-one when present; if it fails to load, the CPU kernels still serve.
+The CUDA kernels live in a separate library (`_tf_sampling_ops_gpu*.so`), loaded after the
+CPU one when present; if it fails to load, the CPU kernels still serve.
+A library of the earlier name `_alias_ops*.so` is not loaded (its ops have other
+signatures): when it is the only one there, the warning says to rebuild.
 """
 
 import glob
@@ -49,8 +51,8 @@ class CustomOpWarning(RuntimeWarning):
 
 
 def _find(directory, stem):
-    # `_alias_ops.so` (make) or `_alias_ops.cpython-311-x86_64-linux-gnu.so` (setuptools);
-    # the pattern needs the '.' so that `_alias_ops_gpu*` does not match `_alias_ops`.
+    # `STEM.so` (make) or `STEM.cpython-311-x86_64-linux-gnu.so` (setuptools); the pattern
+    # needs the '.' so that `STEM_gpu*` does not match `STEM`.
     paths = glob.glob(os.path.join(directory, stem + ".so")) + glob.glob(
         os.path.join(directory, stem + ".*.so"))
     return max(paths, key=os.path.getmtime) if paths else None
@@ -72,10 +74,12 @@ def built_with_tf_version(path):
 class CustomOpLibrary:
     """One compiled op library, loaded on first `get()`; `None` if unusable."""
 
-    def __init__(self, directory=_HERE, stem="_alias_ops", gpu_stem="_alias_ops_gpu"):
+    def __init__(self, directory=_HERE, stem="_tf_sampling_ops",
+                 gpu_stem="_tf_sampling_ops_gpu", old_stem="_alias_ops"):
         self.directory = directory
         self.stem = stem
         self.gpu_stem = gpu_stem
+        self.old_stem = old_stem  # the earlier name, only to say "rebuild"
         self._lock = threading.Lock()
         self.reset()
 
@@ -108,6 +112,12 @@ class CustomOpLibrary:
             return self._unusable(f"{ENV_FORCE_FALLBACK}=1", warn=False)
         path = _find(self.directory, self.stem)
         if path is None:
+            old = _find(self.directory, self.old_stem) if self.old_stem else None
+            if old is not None:
+                return self._unusable(
+                    f"{os.path.basename(old)} in {self.directory} is a library of an earlier "
+                    f"version of tf-sampling (its ops differ); {self.stem}.so was not found. "
+                    f"{_how_to_build(rebuild=False)}")
             return self._unusable(
                 f"the custom op library ({self.stem}.so) was not found in {self.directory}. "
                 f"{_how_to_build(rebuild=False)}")
@@ -147,7 +157,7 @@ LIBRARY = CustomOpLibrary()
 
 
 def custom_ops_available():
-    """Whether the compiled alias-table ops are loaded (loads them on first call).
+    """Whether the compiled ops are loaded (loads them on first call).
 
     >>> tfs.ops.custom_ops_available()
     True

@@ -152,6 +152,34 @@ def alias_unpack(table, name=None):
         return AliasTable(prob, tf.cast(alias, tf.int32))
 
 
+def _sample(op_name, fallback, fallback_unique, args, num_samples, seed, unique,
+            use_custom_op):
+    """The draws of `alias_sample` and `alias_mixture_sample`: the compiled op `op_name`
+    called as `op(*args, num_samples, seed, unique=...)`, else the pure-TF
+    `fallback(*args, num_samples, seed)` or, if `unique`, `fallback_unique`."""
+    if isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
+        if num_samples < 0:
+            raise ValueError(f"`num_samples` must be >= 0, got {num_samples}.")
+    elif unique:
+        raise TypeError("`num_samples` must be a Python int when `unique=True`.")
+    seed = _seed_tensor(seed)
+    ops = _ops(use_custom_op)
+    op = getattr(ops, op_name) if ops is not None else None
+    if unique:
+        if op is not None:
+            samples, num_tries = op(*args, tf.constant(num_samples, tf.int64), seed,
+                                    unique=True)
+        elif num_samples == 0:
+            samples, num_tries = tf.zeros([0], tf.int64), tf.constant(0, tf.int64)
+        else:
+            samples, num_tries = fallback_unique(*args, num_samples, seed)
+        return UniqueSample(samples, num_tries)
+    num = _num_tensor(num_samples)
+    if op is not None:
+        return op(*args, num, seed).samples
+    return fallback(*args, num, seed)
+
+
 def alias_sample(table, num_samples, seed, unique=False, use_custom_op=None, name=None):
     """Draws class ids from an alias table.
 
@@ -178,27 +206,8 @@ def alias_sample(table, num_samples, seed, unique=False, use_custom_op=None, nam
     >>> ids = tfs.ops.alias_sample(table, num_samples=1000, seed=[0, 1])
     """
     with tf.name_scope(name or "alias_sample"):
-        table = _table_tensor(table)
-        if isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
-            if num_samples < 0:
-                raise ValueError(f"`num_samples` must be >= 0, got {num_samples}.")
-        elif unique:
-            raise TypeError("`num_samples` must be a Python int when `unique=True`.")
-        seed = _seed_tensor(seed)
-        ops = _ops(use_custom_op)
-        if unique:
-            if ops is not None:
-                samples, num_tries = ops.tf_sampling_alias_sample_unique(
-                    table, tf.constant(num_samples, tf.int64), seed)
-            elif num_samples == 0:
-                samples, num_tries = tf.zeros([0], tf.int64), tf.constant(0, tf.int64)
-            else:
-                samples, num_tries = _alias_tf.sample_unique(table, num_samples, seed)
-            return UniqueSample(samples, num_tries)
-        num = _num_tensor(num_samples)
-        if ops is not None:
-            return ops.tf_sampling_alias_sample(table, num, seed)
-        return _alias_tf.sample(table, num, seed)
+        return _sample("tf_sampling_alias_sample", _alias_tf.sample, _alias_tf.sample_unique,
+                       (_table_tensor(table),), num_samples, seed, unique, use_custom_op)
 
 
 def alias_mixture_sample(table, table_mass, extra_ids, extra_cum, num_samples, seed,
@@ -232,27 +241,10 @@ def alias_mixture_sample(table, table_mass, extra_ids, extra_cum, num_samples, s
         extra_cum = tf.cast(extra_cum, tf.float64)
         for x, label in ((extra_ids, "extra_ids"), (extra_cum, "extra_cum")):
             _check_vector(x, label)
-        if isinstance(num_samples, numbers.Integral) and not isinstance(num_samples, bool):
-            if num_samples < 0:
-                raise ValueError(f"`num_samples` must be >= 0, got {num_samples}.")
-        elif unique:
-            raise TypeError("`num_samples` must be a Python int when `unique=True`.")
-        seed = _seed_tensor(seed)
-        ops = _ops(use_custom_op)
-        args = (table, table_mass, extra_ids, extra_cum)
-        if unique:
-            if ops is not None:
-                samples, num_tries = ops.tf_sampling_alias_mixture_sample_unique(
-                    *args, tf.constant(num_samples, tf.int64), seed)
-            elif num_samples == 0:
-                samples, num_tries = tf.zeros([0], tf.int64), tf.constant(0, tf.int64)
-            else:
-                samples, num_tries = _alias_tf.mixture_sample_unique(*args, num_samples, seed)
-            return UniqueSample(samples, num_tries)
-        num = _num_tensor(num_samples)
-        if ops is not None:
-            return ops.tf_sampling_alias_mixture_sample(*args, num, seed)
-        return _alias_tf.mixture_sample(*args, num, seed)
+        return _sample("tf_sampling_alias_mixture_sample", _alias_tf.mixture_sample,
+                       _alias_tf.mixture_sample_unique,
+                       (table, table_mass, extra_ids, extra_cum), num_samples, seed, unique,
+                       use_custom_op)
 
 
 def alias_probabilities(table):

@@ -7,20 +7,16 @@ from tf_sampling.samplers.uniform import UniformSampler
 from tf_sampling.samplers.log_uniform import LogUniformSampler
 from tf_sampling.samplers.learned_unigram import LearnedUnigramSampler
 from tf_sampling.samplers.fixed_unigram import FixedUnigramSampler, read_vocab_counts
+from tf_sampling.samplers.dynamic_alias import DynamicAliasSampler
 
-# `get()` resolves string names through this; optional modules add themselves below.
+# `get()` resolves string names through this.
 _BY_NAME = {
     "uniform": UniformSampler,
     "log_uniform": LogUniformSampler,
     "learned_unigram": LearnedUnigramSampler,
     "fixed_unigram": FixedUnigramSampler,
+    "dynamic_alias": DynamicAliasSampler,
 }
-
-try:  # modules added by later work land here
-    from tf_sampling.samplers.dynamic_alias import DynamicAliasSampler
-    _BY_NAME["dynamic_alias"] = DynamicAliasSampler
-except ImportError:  # pragma: no cover
-    pass
 
 
 def get(identifier, num_classes=None, **kwargs):

@@ -1,5 +1,5 @@
 // CUDA kernels for alias tables: the parallel build (the split method of
-// Huebschle-Schneider & Sanders, see alias_table.h) and the sampler. No
+// Huebschle-Schneider & Sanders, see distribution_sampler.h) and the sampler. No
 // TensorFlow in here: alias_kernels.cu.cc wraps these for the TF op, and
 // custom_ops/gpu_harness tests and times them on their own.
 //
@@ -31,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/alias_table.h"
+#include "kernels/distribution_sampler.h"
 
 namespace tf_sampling {
 namespace gpu {
@@ -142,6 +142,25 @@ __device__ __forceinline__ bool StateBad(const DeviceState* st) {
 
 // ------------------------------------------------------------ build kernels
 
+// Block-wide sum of the threads' s and minimum of their bad into sums[0] and
+// bads[0] (shared arrays of kN entries), over a fixed tree: the same
+// association every run, so the sum is deterministic.
+template <int kN>
+__device__ __forceinline__ void ReduceSumAndMin(double s, long long bad,
+                                                double* sums, long long* bads) {
+  sums[threadIdx.x] = s;
+  bads[threadIdx.x] = bad;
+  __syncthreads();
+  for (int d = kN / 2; d > 0; d >>= 1) {
+    if (threadIdx.x < d) {
+      sums[threadIdx.x] += sums[threadIdx.x + d];
+      const long long o = bads[threadIdx.x + d];
+      if (o < bads[threadIdx.x]) bads[threadIdx.x] = o;
+    }
+    __syncthreads();
+  }
+}
+
 template <typename T>
 __global__ void SumKernel(const T* __restrict__ w, int64_t n,
                           double* __restrict__ block_sum,
@@ -159,17 +178,7 @@ __global__ void SumKernel(const T* __restrict__ w, int64_t n,
       s += v;
     }
   }
-  sums[threadIdx.x] = s;
-  bads[threadIdx.x] = bad;
-  __syncthreads();
-  for (int d = kThreads / 2; d > 0; d >>= 1) {
-    if (threadIdx.x < d) {
-      sums[threadIdx.x] += sums[threadIdx.x + d];
-      const long long o = bads[threadIdx.x + d];
-      if (o < bads[threadIdx.x]) bads[threadIdx.x] = o;
-    }
-    __syncthreads();
-  }
+  ReduceSumAndMin<kThreads>(s, bad, sums, bads);
   if (threadIdx.x == 0) {
     block_sum[blockIdx.x] = sums[0];
     block_bad[blockIdx.x] = bads[0];
@@ -190,17 +199,7 @@ __global__ void FinishSumKernel(const T* __restrict__ w, int64_t n,
     const long long o = block_bad[b];
     bad = o < bad ? o : bad;
   }
-  sums[threadIdx.x] = s;
-  bads[threadIdx.x] = bad;
-  __syncthreads();
-  for (int d = kFinishThreads / 2; d > 0; d >>= 1) {
-    if (threadIdx.x < d) {
-      sums[threadIdx.x] += sums[threadIdx.x + d];
-      const long long o = bads[threadIdx.x + d];
-      if (o < bads[threadIdx.x]) bads[threadIdx.x] = o;
-    }
-    __syncthreads();
-  }
+  ReduceSumAndMin<kFinishThreads>(s, bad, sums, bads);
   if (threadIdx.x == 0) {
     BuildStatus st{alias::kBuildOk, -1, 0.0};
     const double total = sums[0];

@@ -12,7 +12,7 @@
 #include <cmath>
 #include <functional>
 
-#include "kernels/alias_table.h"
+#include "kernels/range_sampler.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
@@ -43,13 +43,13 @@ namespace alias = ::tf_sampling::alias;
 constexpr int64_t kDrawsPerShard = 16384;
 
 // The inputs of the sampling ops: table, [table_mass, extra_ids, extra_cum,]
-// num_samples, seed (the bracketed ones for the mixture ops).
+// num_samples, seed (the bracketed ones for AliasMixtureSample).
 struct SampleArgs {
   const uint64_t* table = nullptr;
   int64_t n = 0;
   int64_t num = 0;
   alias::PhiloxKey key;
-  alias::Mixture mix;  // m == 0 unless a mixture op has extra ids
+  alias::Mixture mix;  // m == 0 unless AliasMixtureSample has extra ids
 };
 
 // Checks and reads the inputs; on bad input sets the context's status
@@ -160,19 +160,21 @@ absl::Status CorruptTableError(int64_t n) {
                                  "): not a table made by alias_build");
 }
 
-// The four CPU sampling ops: AliasSample, AliasSampleUnique and their
-// mixture versions, which differ only in the inputs (kMixture) and in
-// whether the draws are deduplicated (kUnique).
-template <typename Tnum, typename Tseed, bool kMixture, bool kUnique>
+// The CPU kernels of AliasSample and AliasMixtureSample, which differ only
+// in the inputs (kMixture); the `unique` attribute says whether the draws
+// are deduplicated.
+template <typename Tnum, typename Tseed, bool kMixture>
 class AliasSampleOp : public OpKernel {
  public:
-  explicit AliasSampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit AliasSampleOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("unique", &unique_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
     SampleArgs a;
     ReadSampleArgs<Tnum, Tseed>(ctx, kMixture, &a);
     if (!ctx->status().ok()) return;
-    if (kUnique) {
+    if (unique_) {
       ComputeUnique(ctx, a);
     } else {
       ComputeDraws(ctx, a);
@@ -180,6 +182,8 @@ class AliasSampleOp : public OpKernel {
   }
 
  private:
+  bool unique_ = false;
+
   // Runs fn(begin, end) over [0, units) on the intra-op pool (a single unit
   // on the calling thread).
   static void ParallelFor(OpKernelContext* ctx, int64_t units,
@@ -195,7 +199,10 @@ class AliasSampleOp : public OpKernel {
 
   void ComputeDraws(OpKernelContext* ctx, const SampleArgs& a) {
     Tensor* out = nullptr;
+    Tensor* tries = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({a.num}), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({}), &tries));
+    tries->scalar<int64_t>()() = a.num;
     int64_t* dst = out->flat<int64_t>().data();
     std::atomic<bool> ok(true);
     // Draw t depends only on (seed, t), so any split of [0, num) gives the
@@ -263,20 +270,15 @@ REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasBuild")
                             .TypeConstraint<double>("T"),
                         AliasBuildOp<double>);
 
-#define REGISTER_SAMPLE_CPU_OP(name, Tnum, Tseed, mixture, unique) \
-  REGISTER_KERNEL_BUILDER(Name(name)                               \
-                              .Device(DEVICE_CPU)                  \
-                              .TypeConstraint<Tnum>("Tnum")        \
-                              .TypeConstraint<Tseed>("Tseed"),     \
-                          AliasSampleOp<Tnum, Tseed, mixture, unique>);
-#define REGISTER_SAMPLE_CPU(Tnum, Tseed)                                      \
-  REGISTER_SAMPLE_CPU_OP("TfSampling>AliasSample", Tnum, Tseed, false, false) \
-  REGISTER_SAMPLE_CPU_OP("TfSampling>AliasSampleUnique", Tnum, Tseed, false,  \
-                         true)                                                \
-  REGISTER_SAMPLE_CPU_OP("TfSampling>AliasMixtureSample", Tnum, Tseed, true,  \
-                         false)                                               \
-  REGISTER_SAMPLE_CPU_OP("TfSampling>AliasMixtureSampleUnique", Tnum, Tseed,  \
-                         true, true)
+#define REGISTER_SAMPLE_CPU_OP(name, Tnum, Tseed, mixture)     \
+  REGISTER_KERNEL_BUILDER(Name(name)                           \
+                              .Device(DEVICE_CPU)              \
+                              .TypeConstraint<Tnum>("Tnum")    \
+                              .TypeConstraint<Tseed>("Tseed"), \
+                          AliasSampleOp<Tnum, Tseed, mixture>);
+#define REGISTER_SAMPLE_CPU(Tnum, Tseed)                               \
+  REGISTER_SAMPLE_CPU_OP("TfSampling>AliasSample", Tnum, Tseed, false) \
+  REGISTER_SAMPLE_CPU_OP("TfSampling>AliasMixtureSample", Tnum, Tseed, true)
 
 REGISTER_SAMPLE_CPU(int32, int32)
 REGISTER_SAMPLE_CPU(int32, int64_t)
@@ -337,7 +339,10 @@ class AliasSampleGpuOp : public OpKernel {
     ReadSampleArgs<Tnum, Tseed>(ctx, /*mixture=*/false, &a);
     if (!ctx->status().ok()) return;
     Tensor* out = nullptr;
+    Tensor* tries = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({a.num}), &out));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({}), &tries));
+    tries->scalar<int64_t>()() = a.num;  // in host memory (registration)
     // A corrupted alias entry yields the bucket id on the GPU (no error is
     // reported, to avoid a device-to-host sync per call; no bad read happens).
     const int err = ::tf_sampling::gpu_launch::Sample(
@@ -358,15 +363,18 @@ REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasBuild")
                             .TypeConstraint<double>("T"),
                         AliasBuildGpuOp<double>);
 
-// num_samples and seed are read on the host; unique sampling (sequential by
-// nature) has only a CPU kernel, which the placer picks automatically.
-#define REGISTER_SAMPLE_GPU(Tnum, Tseed)                         \
-  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasSample")         \
-                              .Device(DEVICE_GPU)                \
-                              .HostMemory("num_samples")         \
-                              .HostMemory("seed")                \
-                              .TypeConstraint<Tnum>("Tnum")      \
-                              .TypeConstraint<Tseed>("Tseed"),   \
+// num_samples and seed are read, and num_tries written, on the host. Unique
+// sampling (sequential by nature) and the mixture have only CPU kernels,
+// which the placer picks automatically.
+#define REGISTER_SAMPLE_GPU(Tnum, Tseed)                             \
+  REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasSample")             \
+                              .Device(DEVICE_GPU)                    \
+                              .HostMemory("num_samples")             \
+                              .HostMemory("seed")                    \
+                              .HostMemory("num_tries")               \
+                              .AttrConstraint<bool>("unique", false) \
+                              .TypeConstraint<Tnum>("Tnum")          \
+                              .TypeConstraint<Tseed>("Tseed"),       \
                           AliasSampleGpuOp<Tnum, Tseed>);
 
 REGISTER_SAMPLE_GPU(int32, int32)

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/alias_table.h"
+#include "kernels/distribution_sampler.h"
 
 namespace tf_sampling {
 namespace gpu_launch {

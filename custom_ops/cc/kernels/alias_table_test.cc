@@ -1,9 +1,10 @@
-// Standalone test of alias_table.h (no TensorFlow):
+// Standalone test of the alias-table headers (no TensorFlow): philox_random.h,
+// distribution_sampler.h, alias_draw_cpu.h and range_sampler.h.
 //   g++ -O2 -std=c++17 -I custom_ops/cc alias_table_test.cc && ./a.out
 // tests/test_ops.py compiles and runs it. Prints one line per failure and
 // exits non-zero if any check failed.
 
-#include "kernels/alias_table.h"
+#include "kernels/range_sampler.h"
 
 #include <cmath>
 #include <cstdio>
@@ -666,7 +667,7 @@ static void TestMixture() {
 
 static void TestUniqueBound() {
   // The bound for a uniform distribution: mu is the coupon collector's expectation,
-  // r_min = (n - k + 1) / n (see "draw bound" in alias_table.h).
+  // r_min = (n - k + 1) / n (see "draw bound" in range_sampler.h).
   {
     const int64_t n = 1000, k = 300;
     std::vector<double> p(n, 2.5);

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <vector>
 
-#include "kernels/alias_table.h"
+#include "kernels/distribution_sampler.h"
 #include "kernels/word2vec_train.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"

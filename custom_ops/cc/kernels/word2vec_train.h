@@ -26,7 +26,7 @@
 // COST
 //   O(pairs * (negative + 1) * dim) for negative sampling, O(pairs * depth *
 //   dim) for hierarchical softmax; noise draws are O(1) from an alias table
-//   (alias_table.h). Memory: none beyond the inputs.
+//   (distribution_sampler.h). Memory: none beyond the inputs.
 //
 // SOURCE
 //   T. Mikolov et al., "Distributed representations of words and phrases and
@@ -43,7 +43,7 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/alias_table.h"
+#include "kernels/distribution_sampler.h"
 
 // The training loop is compiled once per instruction set (see
 // word2vec_kernels.cc); everything it calls must be inlined into each copy.
@@ -110,7 +110,7 @@ struct Problem {
   int64_t window = 5;
   // Negative sampling (negative > 0): an alias table over the noise weights.
   int64_t negative = 0;
-  const uint64_t* noise_table = nullptr;  // alias_table.h's entries
+  const uint64_t* noise_table = nullptr;  // distribution_sampler.h's entries
   // Hierarchical softmax (negative == 0): per class c, the inner nodes and
   // branch codes of its path are entries [hs_splits[c], hs_splits[c + 1]).
   const int32_t* hs_nodes = nullptr;
@@ -170,7 +170,7 @@ TFS_W2V_INLINE void Step(const SigmoidTable& t, float* v, float* u, float* e,
 }
 
 TFS_W2V_INLINE int32_t DrawNoise(const Problem& p, Rng* rng) {
-  // The alias draw of alias_table.h with a 64-bit word: the high half picks
+  // The alias draw of distribution_sampler.h with a 64-bit word: the high half picks
   // the bucket, the low half is the 32-bit coin.
   const uint64_t x = rng->Next();
   const uint32_t j = static_cast<uint32_t>(

@@ -1,5 +1,6 @@
 // Op registrations of the alias-table sampler. Kernels: kernels/alias_kernels.cc
-// (CPU, and GPU with GOOGLE_CUDA), algorithm: kernels/alias_table.h.
+// (CPU, and GPU with GOOGLE_CUDA), algorithm: kernels/distribution_sampler.h
+// (table), kernels/range_sampler.h (mixture and unique draws).
 
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
@@ -40,29 +41,36 @@ absl::Status CheckMixtureInputs(InferenceContext* c) {
   return c->WithRank(c->input(4), 0, &unused);
 }
 
-// Output 0 is a vector of the length given by scalar input `num_input`; the
-// unique ops also output a scalar (num_tries).
-absl::Status DrawsShape(InferenceContext* c, int num_input, bool unique) {
+// Output 0 is a vector of the length given by scalar input `num_input`;
+// output 1 (num_tries) a scalar.
+absl::Status DrawsShape(InferenceContext* c, int num_input) {
   DimensionHandle num;
   TF_RETURN_IF_ERROR(c->MakeDimForScalarInput(num_input, &num));
   c->set_output(0, c->Vector(num));
-  if (unique) c->set_output(1, c->Scalar());
+  c->set_output(1, c->Scalar());
   return absl::OkStatus();
 }
 
-template <bool kUnique>
 absl::Status SampleShape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(CheckSampleInputs(c));
-  return DrawsShape(c, 1, kUnique);
+  return DrawsShape(c, 1);
 }
 
-template <bool kUnique>
 absl::Status MixtureSampleShape(InferenceContext* c) {
   TF_RETURN_IF_ERROR(CheckMixtureInputs(c));
-  return DrawsShape(c, 4, kUnique);
+  return DrawsShape(c, 4);
 }
 
 }  // namespace
+
+// The outputs and attributes of both sampling ops, which differ only in their
+// inputs.
+#define SAMPLE_OUTPUTS_AND_ATTRS               \
+  Output("samples: int64")                     \
+      .Output("num_tries: int64")              \
+      .Attr("unique: bool = false")            \
+      .Attr("Tnum: {int32, int64} = DT_INT32") \
+      .Attr("Tseed: {int32, int64} = DT_INT64")
 
 REGISTER_OP("TfSampling>AliasBuild")
     .Input("weights: T")
@@ -76,9 +84,9 @@ REGISTER_OP("TfSampling>AliasBuild")
     })
     .Doc(R"doc(
 Builds an alias table from non-negative weights (sweep variant of Vose's
-method; see alias_table.h). Entry i packs bucket i's alias (high 32 bits) and
-keep threshold t (low 32 bits, unsigned): the bucket keeps class i with
-probability t / 2^32 and gives its alias otherwise. Negative, NaN, infinite
+method; see distribution_sampler.h). Entry i packs bucket i's alias (high 32
+bits) and keep threshold t (low 32 bits, unsigned): the bucket keeps class i
+with probability t / 2^32 and gives its alias otherwise. Negative, NaN, infinite
 or all-zero weights are InvalidArgument; zero weights are never drawn.
 )doc");
 
@@ -86,30 +94,20 @@ REGISTER_OP("TfSampling>AliasSample")
     .Input("table: int64")
     .Input("num_samples: Tnum")
     .Input("seed: Tseed")
-    .Output("samples: int64")
-    .Attr("Tnum: {int32, int64} = DT_INT32")
-    .Attr("Tseed: {int32, int64} = DT_INT64")
-    .SetShapeFn(SampleShape<false>)
+    .SAMPLE_OUTPUTS_AND_ATTRS
+    .SetShapeFn(SampleShape)
     .Doc(R"doc(
-Draws num_samples i.i.d. class ids from an alias table. Draw t uses the
-Philox-4x32-10 block (t / 2) keyed by `seed`, so the result depends only on the
-table, the seed and t: not on the thread count or the device.
-)doc");
+Draws class ids from an alias table. Draw t of the stream uses the
+Philox-4x32-10 block (t / 2) keyed by `seed`, so the stream depends only on
+the table, the seed and t: not on the thread count or the device.
 
-REGISTER_OP("TfSampling>AliasSampleUnique")
-    .Input("table: int64")
-    .Input("num_samples: Tnum")
-    .Input("seed: Tseed")
-    .Output("samples: int64")
-    .Output("num_tries: int64")
-    .Attr("Tnum: {int32, int64} = DT_INT32")
-    .Attr("Tseed: {int32, int64} = DT_INT64")
-    .SetShapeFn(SampleShape<true>)
-    .Doc(R"doc(
-The first num_samples distinct ids of the AliasSample stream for `seed`, and
-num_tries, the number of draws of that stream it took; the expected count of a
-class of probability p is then 1 - (1 - p)^num_tries. InvalidArgument if fewer
-than num_samples classes have a positive probability.
+unique = false: samples are the first num_samples draws of the stream (i.i.d.)
+and num_tries = num_samples. unique = true: samples are its first num_samples
+distinct ids, in order of first appearance, and num_tries the number of draws
+that took; the expected count of a class of probability p is then
+1 - (1 - p)^num_tries. InvalidArgument if fewer than num_samples classes have
+a positive probability. Only unique = false has a GPU kernel (unique sampling
+is sequential by nature; the placer picks the CPU kernel for it).
 )doc");
 
 REGISTER_OP("TfSampling>AliasMixtureSample")
@@ -119,33 +117,18 @@ REGISTER_OP("TfSampling>AliasMixtureSample")
     .Input("extra_cum: double")
     .Input("num_samples: Tnum")
     .Input("seed: Tseed")
-    .Output("samples: int64")
-    .Attr("Tnum: {int32, int64} = DT_INT32")
-    .Attr("Tseed: {int32, int64} = DT_INT64")
-    .SetShapeFn(MixtureSampleShape<false>)
+    .SAMPLE_OUTPUTS_AND_ATTRS
+    .SetShapeFn(MixtureSampleShape)
     .Doc(R"doc(
-Draws from the mixture of an alias table of mass `table_mass` and a weighted
-list (`extra_ids`, with running weight sums `extra_cum`): a draw is from the
-table with probability table_mass / (table_mass + extra_cum[-1]), else the
-list entry k with probability proportional to its weight. With an empty list
-this is AliasSample (same stream). DynamicAliasSampler keeps its weight
-increments since the last table build in the list.
+AliasSample for the mixture of an alias table of mass `table_mass` and a
+weighted list (`extra_ids`, with running weight sums `extra_cum`): a draw is
+from the table with probability table_mass / (table_mass + extra_cum[-1]),
+else the list entry k with probability proportional to its weight. With an
+empty list this is AliasSample's stream. DynamicAliasSampler keeps its weight
+increments since the last table build in the list. A separate op because the
+list has no GPU kernel: AliasSample keeps its GPU placement.
 )doc");
 
-REGISTER_OP("TfSampling>AliasMixtureSampleUnique")
-    .Input("table: int64")
-    .Input("table_mass: double")
-    .Input("extra_ids: int64")
-    .Input("extra_cum: double")
-    .Input("num_samples: Tnum")
-    .Input("seed: Tseed")
-    .Output("samples: int64")
-    .Output("num_tries: int64")
-    .Attr("Tnum: {int32, int64} = DT_INT32")
-    .Attr("Tseed: {int32, int64} = DT_INT64")
-    .SetShapeFn(MixtureSampleShape<true>)
-    .Doc(R"doc(
-AliasSampleUnique for the AliasMixtureSample stream.
-)doc");
+#undef SAMPLE_OUTPUTS_AND_ATTRS
 
 }  // namespace tensorflow

@@ -1,0 +1,292 @@
+"""The contract every output head follows (issue #18), in the style of Keras'
+`run_layer_test`: one list of head cases, `HEADS`, and every check runs on each of them.
+A head added later gets every check by adding one line to `HEADS`.
+
+The calling convention checked here is the one of `tf_sampling/layers/_contract.py`:
+training with labels returns the per-example training loss; `training` False or None is
+inference (None included); inference with labels adds the exact loss; a training call
+without labels raises an error that says how to pass them. Each check compares against
+the head's own `log_prob` (the reference for the top k) or `full_softmax_loss`, which
+tests/test_layers.py, test_chunked.py and the head-specific files check against NumPy.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_sampling as tfs
+
+# Tiny sizes: the contract does not depend on them, and the file must stay fast.
+V, D, B, K, N_CAND = 12, 8, 5, 3, 4
+# Two float32 computations of the same quantity in different orders (chunked log-sum-exp
+# or tree paths against `log_prob`'s log_softmax) differ by a few float32 ulps of values
+# of order 1-10, about 1e-6; 1e-5 leaves a tenfold margin.
+TOL = dict(rtol=1e-5, atol=1e-5)
+# The same ops on the same weights (a loaded model against the saved one, a mean against
+# the added mean): only the reduction order of a [B] mean may differ.
+SAME = dict(rtol=1e-6)
+
+# Unit-variance weights: the 12 log-probabilities of a row are then ~0.1 or more apart,
+# far from float32 near-ties, so the top k of two exact computations agree exactly.
+def _init(seed):
+    return keras.initializers.RandomNormal(stddev=1.0, seed=seed)
+
+
+class Case:
+    """One head under test.
+
+    make(top_k): a new, unbuilt head whose inference output is all log-probabilities
+        (top_k None) or the top `top_k` pair.
+    eval_output: what a call with labels and `training` False/None returns for a head
+        with full log-probability output: "inference" (the log-probabilities), "loss"
+        (the per-example exact loss) or "candidates" (log-probabilities over each row's
+        candidates). With a top-k output every head but CandidateSoftmax returns the
+        per-example exact loss, so that a functional model has one output structure.
+    labels(rng): the label tensors that follow `inputs` in a call.
+    """
+
+    def __init__(self, name, make, eval_output="inference", labels=None):
+        self.name, self.make, self.eval_output = name, make, eval_output
+        self.labels = labels or (lambda rng: [tf.constant(rng.integers(0, V, B), tf.int32)])
+
+    def __repr__(self):
+        return self.name
+
+
+def _candidate_labels(rng):
+    cands = np.stack([rng.permutation(V)[:N_CAND] for _ in range(B)]).astype(np.int32)
+    return [tf.constant(cands), tf.constant(rng.integers(0, N_CAND, B), tf.int32)]
+
+
+HEADS = [
+    Case("SampledSoftmax", lambda top_k: tfs.layers.SampledSoftmax(
+        V, 4, seed=1, top_k=top_k, kernel_initializer=_init(1))),
+    Case("NCE", lambda top_k: tfs.layers.NCE(
+        V, 4, seed=2, top_k=top_k, kernel_initializer=_init(2))),
+    Case("NegativeSampling", lambda top_k: tfs.layers.NegativeSampling(
+        V, 4, seed=3, top_k=top_k, samples_per="example", kernel_initializer=_init(3))),
+    Case("FullSoftmax", lambda top_k: tfs.layers.FullSoftmax(
+        V, top_k=top_k, kernel_initializer=_init(4))),
+    Case("HierarchicalSoftmax", lambda top_k: tfs.layers.HierarchicalSoftmax(
+        V, tree="balanced", top_k=top_k, kernel_initializer=_init(5),
+        bias_initializer=_init(6))),
+    Case("AdaptiveSoftmax", lambda top_k: tfs.layers.AdaptiveSoftmax(
+        V, [4, 8], div_value=2.0, head_bias=True, top_k=top_k,
+        kernel_initializer=_init(7), bias_initializer=_init(8)), eval_output="loss"),
+    Case("CandidateSoftmax", lambda top_k: tfs.layers.CandidateSoftmax(
+        V, top_k=top_k, kernel_initializer=_init(9), bias_initializer=_init(10)),
+        eval_output="candidates", labels=_candidate_labels),
+]
+
+
+def _data(case, seed=0):
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.normal(size=(B, D)).astype(np.float32)), case.labels(rng)
+
+
+def _built(case, top_k=None):
+    head = case.make(top_k)
+    head.build((None, D))
+    return head
+
+
+def _symbolic(x, labels):
+    spec_x = keras.KerasTensor((None, D), dtype="float32")
+    spec_labels = [keras.KerasTensor((None,) + tuple(t.shape[1:]), dtype=t.dtype.name)
+                   for t in labels]
+    return spec_x, spec_labels
+
+
+def _exact_loss(head, case, x, labels):
+    """The per-example exact loss of `[x, *labels]`, from the head's own methods."""
+    if case.eval_output == "candidates":
+        log_p = head.candidate_log_prob(x, labels[0])
+        return -tf.gather(log_p, labels[1], batch_dims=1)
+    return head.full_softmax_loss(x, labels[0])
+
+
+def _check_spec(spec, out):
+    spec_flat, out_flat = tf.nest.flatten(spec), tf.nest.flatten(out)
+    assert len(spec_flat) == len(out_flat)
+    for s, o in zip(spec_flat, out_flat):
+        assert len(s.shape) == len(o.shape)
+        assert all(a is None or a == b for a, b in zip(s.shape, o.shape)), (s.shape, o.shape)
+        assert s.dtype == o.dtype.name
+
+
+@pytest.mark.parametrize("case", HEADS, ids=repr)
+def test_build(case):
+    head = case.make(None)
+    assert not head.built
+    head.build((None, D))
+    assert head.built and head.trainable_weights
+    # Building from the `[inputs, labels]` shapes gives the same weights.
+    x, labels = _data(case)
+    pair = case.make(None)
+    pair.build([(None, D)] + [tuple(t.shape) for t in labels])
+    assert [w.shape for w in pair.weights] == [w.shape for w in head.weights]
+
+
+@pytest.mark.parametrize("top_k", [None, K])
+@pytest.mark.parametrize("training", [None, False, True])
+@pytest.mark.parametrize("case", HEADS, ids=repr)
+def test_calls_outputs_and_output_spec(case, training, top_k):
+    head = _built(case, top_k)
+    x, labels = _data(case)
+    spec_x, spec_labels = _symbolic(x, labels)
+    log_p = head.log_prob(x)
+
+    # Without labels.
+    if training:
+        with pytest.raises(ValueError, match="without labels.*keras.Input"):
+            head(x, training=True)
+    else:
+        out = head(x, training=training)
+        _check_spec(head.compute_output_spec(spec_x, training=training), out)
+        assert not head.losses
+        if top_k is None:
+            np.testing.assert_allclose(out, log_p, **TOL)
+        else:
+            # The top k of the inference output is the top of `log_prob` (random weights).
+            want = tf.math.top_k(log_p, K)
+            np.testing.assert_array_equal(out[1], want.indices)
+            np.testing.assert_allclose(out[0], want.values, **TOL)
+
+    # With labels.
+    out = head([x] + labels, training=training)
+    _check_spec(head.compute_output_spec([spec_x] + spec_labels, training=training), out)
+    (added,) = head.losses
+    if training:
+        # The per-example training loss, whose mean is added.
+        assert out.shape == (B,)
+        np.testing.assert_allclose(added, tf.reduce_mean(out), **SAME)
+        return
+    # Inference with labels adds the exact loss (the sampled heads too).
+    exact = _exact_loss(head, case, x, labels)
+    np.testing.assert_allclose(added, tf.reduce_mean(exact), **TOL)
+    kind = case.eval_output
+    if top_k is not None and kind != "candidates":
+        kind = "loss"
+    if kind == "loss":
+        np.testing.assert_allclose(out, exact, **TOL)
+    elif kind == "inference":
+        np.testing.assert_allclose(out, log_p, **TOL)
+    else:
+        np.testing.assert_allclose(out, head.candidate_log_prob(x, labels[0]),
+                                   **TOL)
+
+
+@pytest.mark.parametrize("case", HEADS, ids=repr)
+def test_predict_top_k_equals_top_of_log_prob(case):
+    head = _built(case)
+    x, _ = _data(case, seed=1)
+    fast = getattr(head, "predict_top_k", None) or head.top_k
+    values, ids = fast(x, K)
+    want = tf.math.top_k(head.log_prob(x), K)
+    np.testing.assert_array_equal(ids, want.indices)
+    np.testing.assert_allclose(values, want.values, **TOL)
+
+
+def _head_model(case, top_k=None):
+    inp = keras.Input((D,), name="features")
+    hidden = keras.layers.Dense(D, kernel_initializer=_init(11), name="tower")(inp)
+    return tfs.models.HeadModel(keras.Model(inp, hidden, name="tower_model"),
+                                case.make(top_k))
+
+
+def _y(labels):
+    return labels[0] if len(labels) == 1 else tuple(labels)
+
+
+@pytest.mark.parametrize("case", HEADS, ids=repr)
+def test_get_config_and_keras_round_trips(case, tmp_path):
+    head = _built(case)
+    config = head.get_config()
+    clone = head.__class__.from_config(config)
+    assert clone.get_config() == config
+
+    x, labels = _data(case, seed=2)
+    # The labels-input pattern: a functional model compiled without a loss.
+    x_in = keras.Input((D,))
+    label_ins = [keras.Input(t.shape[1:], dtype=t.dtype.name) for t in labels]
+    model = keras.Model([x_in] + label_ins, head([x_in] + label_ins))
+    path = str(tmp_path / "functional.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    (loaded_head,) = [lyr for lyr in loaded.layers if isinstance(lyr, type(head))]
+    np.testing.assert_allclose(loaded_head.log_prob(x), head.log_prob(x), **SAME)
+
+
+@pytest.mark.parametrize("case", HEADS, ids=repr)
+def test_head_model_fit_evaluate_predict_and_keras_round_trip(case, tmp_path):
+    x, labels = _data(case, seed=3)
+    model = _head_model(case)
+    with pytest.raises(ValueError, match="adds its own loss"):
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.SGD(0.1))
+    before = [w.numpy() for w in model.trainable_weights]
+    history = model.fit(x, _y(labels), batch_size=B, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(not np.array_equal(a, w.numpy())
+               for a, w in zip(before, model.trainable_weights))
+    # `evaluate` reports the exact loss (one batch: the mean over it).
+    hidden = model.features(x)
+    exact = _exact_loss(model.head, case, hidden, labels)
+    loss = model.evaluate(x, _y(labels), batch_size=B, verbose=0)
+    np.testing.assert_allclose(loss, tf.reduce_mean(exact), **TOL)
+    # `predict` takes no labels and gives the head's inference output.
+    np.testing.assert_allclose(model.predict(x, verbose=0), model.head.log_prob(hidden),
+                               **TOL)
+    with pytest.raises(ValueError, match="without labels"):
+        model(x, training=True)
+    # `.keras` round trip of the wrapper, compiled, with its optimizer state.
+    path = str(tmp_path / "wrapped.keras")
+    model.save(path)
+    back = keras.saving.load_model(path)
+    assert isinstance(back, tfs.models.HeadModel) and back.compiled
+    assert back.optimizer.iterations.numpy() == 1
+    np.testing.assert_allclose(back.predict(x, verbose=0), model.predict(x, verbose=0),
+                               **SAME)
+
+
+_SERVE = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    x = np.asarray(json.loads(sys.argv[2]), np.float32)
+    out = {}
+    for name, path in json.loads(sys.argv[1]).items():
+        fn = tf.saved_model.load(path).signatures["serving_default"]
+        res = fn(features=tf.constant(x))
+        out[name] = [res["top_k_ids"].numpy().tolist(),
+                     res["top_k_log_probs"].numpy().tolist()]
+    assert not [m for m in sys.modules if m.startswith("tf_sampling")]
+    print(json.dumps(out))
+""")
+
+
+def test_export_and_serve_in_a_clean_process(tmp_path):
+    x = np.random.default_rng(4).normal(size=(B, D)).astype(np.float32)
+    paths, want = {}, {}
+    for case in HEADS:
+        model = _head_model(case, top_k=K)
+        paths[case.name] = str(tmp_path / case.name / "1")
+        tfs.serving.export(paths[case.name], model, top_k=K)
+        values, ids = model.predict(x, verbose=0)
+        want[case.name] = (ids, values)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SERVE, json.dumps(paths), json.dumps(x.tolist())],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, (ids, values) in want.items():
+        np.testing.assert_array_equal(served[name][0], ids, err_msg=name)
+        np.testing.assert_allclose(served[name][1], values, err_msg=name, **TOL)
