@@ -51,7 +51,8 @@ N, BATCH, EPOCHS = 64, 16, 2
 _rng = np.random.default_rng(0)
 X = _rng.normal(size=(N, D)).astype(np.float32)
 Y = ((_rng.zipf(1.3, N) - 1) % V).astype(np.int32)  # skewed, as real labels are
-CANDS = _rng.integers(0, V, (N, NUM_CANDIDATES)).astype(np.int32)
+# Distinct ids within each row, as a candidate set (CandidateSoftmax rejects repeats).
+CANDS = np.argsort(_rng.random((N, V)), axis=1)[:, :NUM_CANDIDATES].astype(np.int32)
 POS = _rng.integers(0, NUM_CANDIDATES, N).astype(np.int32)
 COUNTS = np.bincount(Y, minlength=V) + 1
 

@@ -1,8 +1,8 @@
 """The benchmark scripts still run end to end (tiny sizes, a subprocess each).
 
 They are not timed here (speed goals live in the scripts' own output); this only catches a
-script broken by a change to the library or to a shared helper. The WikiText-2 scripts
-need ../shared data and are smoke-run only where it exists.
+script broken by a change to the library or to a shared helper. lm_perplexity runs on a
+tiny corpus in WikiText-2's format, so it needs no ../shared data.
 """
 
 import json
@@ -13,7 +13,6 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WIKITEXT = os.path.join(ROOT, "..", "shared", "data", "wikitext-2", "wiki.train.tokens")
 
 
 def run_script(name, *args, timeout=240):
@@ -55,15 +54,6 @@ def test_bench_hierarchical_smoke():
                      "--batch", "16", "--dim", "8", "--num-sampled", "32", "--reps", "2",
                      "--full-reps", "1", "--top-k-reps", "1", "--warmup", "1")
     assert "HierarchicalSoftmax" in out and "trees.huffman_tree" in out
-
-
-@pytest.mark.skipif(not os.path.exists(WIKITEXT), reason="needs ../shared WikiText-2")
-def test_lm_perplexity_smoke(tmp_path):
-    out_json = tmp_path / "lm.json"
-    run_script("lm_perplexity.py", "--max-train-tokens", "5000", "--max-eval-tokens", "2000",
-               "--heads", "full,sampled", "--json-out", str(out_json), timeout=400)
-    rows = json.loads(out_json.read_text())["rows"]
-    assert {r["head"] for r in rows} == {"full", "sampled"}
 
 
 def write_tiny_wikitext(directory, seed=0):
@@ -134,11 +124,11 @@ def test_bench_scale_smoke(tmp_path):
     out_json = tmp_path / "scale.json"
     out = run_script("bench_scale.py", "--vocab", "3000", "--dim", "4", "--contexts", "20",
                      "--num-sampled", "16", "--batch-size", "32", "--fit-steps", "2",
-                     "--eval-examples", "64", "--compare-vocab", "3000",
-                     "--compare-batch", "16", "--compare-dim", "4", "--steps", "1",
+                     "--eval-examples", "64", "--compare-vocab", "",
                      "--json-out", str(out_json))
+    # The comparison part (--compare-vocab) runs the same child code per V and head as
+    # the scale part; it is left out here to keep the suite short.
     result = json.loads(out_json.read_text())
     assert result["scale"]["served_ids_equal_predict"]
-    assert set(result["goals"]) == {"eval_predict_memory", "eval_vs_matmul_floor",
-                                    "full_softmax_memory", "full_softmax_time"}
+    assert set(result["goals"]) == {"eval_predict_memory", "eval_vs_matmul_floor"}
     assert "Goals" in out and ("PASS" in out or "MISS" in out)

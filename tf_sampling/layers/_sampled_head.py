@@ -10,7 +10,6 @@ loss and the top k never build the `[batch, num_classes]` logits, only `log_prob
 import contextlib
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_sampling import _chunked
@@ -22,11 +21,6 @@ from tf_sampling.losses import per_example as _per_example
 # "batch": one sample shared by the whole batch (TF's scheme); "example": each example
 # gets its own `num_sampled` draws (word2vec's scheme).
 _SAMPLES_PER = ("batch", "example")
-
-
-def _is_shape(x):
-    return isinstance(x, (tuple, list, tf.TensorShape)) and all(
-        d is None or isinstance(d, (int, np.integer)) for d in x)
 
 
 def _check_sharding(num_shards, shard_devices, num_classes, tied):
@@ -84,7 +78,7 @@ def shard_rows(num_classes, num_shards):
     return [size + 1 if i < extra else size for i in range(num_shards)]
 
 
-class SampledHead(keras.layers.Layer):
+class SampledHead(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
     """Base class; subclasses set `_loss_kind` ("softmax" or "logistic") and defaults.
 
     See `SampledSoftmax` for the arguments.
@@ -164,15 +158,6 @@ class SampledHead(keras.layers.Layer):
         self.bias_constraint = keras.constraints.get(bias_constraint)
 
     # ------------------------------------------------------------------ building
-    @staticmethod
-    def _hidden_shape(input_shape):
-        if _is_shape(input_shape):
-            return tuple(input_shape)
-        if isinstance(input_shape, (list, tuple)) and len(input_shape) in (1, 2):
-            return tuple(input_shape[0])
-        raise ValueError(
-            f"Expected `inputs` or `[inputs, labels]`, got shapes {input_shape}.")
-
     def build(self, input_shape):
         hidden = self._hidden_shape(input_shape)
         dim = hidden[-1]
@@ -273,16 +258,6 @@ class SampledHead(keras.layers.Layer):
         return [k.value for k in self.kernel_shards], bias
 
     # ------------------------------------------------------------------ inputs
-    def _split(self, inputs):
-        if isinstance(inputs, (list, tuple)):
-            if len(inputs) == 2:
-                return inputs[0], inputs[1]
-            if len(inputs) == 1:
-                return inputs[0], None
-            raise ValueError(f"Expected `inputs` or `[inputs, labels]`, got {len(inputs)} "
-                             "tensors.")
-        return inputs, None
-
     def _flatten(self, hidden, labels):
         """hidden `[..., dim]` -> `[n, dim]`; labels `[...]`/`[..., num_true]` -> `[n, nt]`."""
         hidden = tf.convert_to_tensor(hidden)
@@ -465,39 +440,7 @@ class SampledHead(keras.layers.Layer):
             values, indices = tf.reshape(values, shape), tf.reshape(indices, shape)
         return values, indices
 
-    def perplexity(self, inputs, labels, batch_size=1024):
-        """exp(mean exact cross-entropy) over all examples, in batches of `batch_size`.
-
-        `inputs`/`labels` are arrays or tensors (the hidden states fed to this head and
-        the true ids). Returns a Python float.
-        """
-        batch_size = _sl.check_positive_int(batch_size, "batch_size")
-        return _chunked.perplexity(self.full_softmax_loss, inputs, labels, batch_size)
-
     # ------------------------------------------------------------------ Keras plumbing
-    def compute_output_shape(self, input_shape):
-        hidden = self._hidden_shape(input_shape)
-        k = _chunked.output_top_k(self.top_k, self.num_classes)
-        if k is not None and not _is_shape(input_shape) and len(input_shape) == 2:
-            return hidden[:-1]  # the per-example loss
-        if k is not None:
-            return hidden[:-1] + (k,), hidden[:-1] + (k,)
-        return hidden[:-1] + (self.num_classes,)
-
-    def compute_output_spec(self, inputs, training=None):
-        hidden, labels = self._split(inputs)
-        dtype = "float64" if hidden.dtype == "float64" else "float32"
-        if labels is not None and training:
-            return keras.KerasTensor(tuple(hidden.shape)[:-1], dtype=dtype)  # the loss
-        if labels is not None:
-            shape = self.compute_output_shape((tuple(hidden.shape), tuple(labels.shape)))
-        else:
-            shape = self.compute_output_shape(tuple(hidden.shape))
-        if labels is None and _chunked.output_top_k(self.top_k, self.num_classes) is not None:
-            return (keras.KerasTensor(shape[0], dtype=dtype),
-                    keras.KerasTensor(shape[1], dtype="int32"))
-        return keras.KerasTensor(shape, dtype=dtype)
-
     def get_config(self):
         config = super().get_config()
         config.update({

@@ -21,7 +21,7 @@ from tf_sampling.losses import _sampled_logits as _sl
 
 
 @keras.saving.register_keras_serializable(package="tf_sampling")
-class FullSoftmax(keras.layers.Layer):
+class FullSoftmax(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
     """Exact softmax output layer over `num_classes` classes, in bounded memory.
 
     The exact reference for the sampled and tree heads, with their calling convention:
@@ -93,13 +93,6 @@ class FullSoftmax(keras.layers.Layer):
         self.bias_constraint = keras.constraints.get(bias_constraint)
 
     # ------------------------------------------------------------------ building
-    @staticmethod
-    def _hidden_shape(input_shape):
-        if isinstance(input_shape, (list, tuple)) and input_shape and \
-                isinstance(input_shape[0], (list, tuple, tf.TensorShape)):
-            return tuple(input_shape[0])
-        return tuple(input_shape)
-
     def build(self, input_shape):
         dim = self._hidden_shape(input_shape)[-1]
         if dim is None:
@@ -132,17 +125,6 @@ class FullSoftmax(keras.layers.Layer):
         return getattr(self, "_kernel", None)
 
     # ------------------------------------------------------------------ inputs
-    @staticmethod
-    def _split(inputs):
-        if isinstance(inputs, (list, tuple)):
-            if len(inputs) == 2:
-                return inputs[0], inputs[1]
-            if len(inputs) == 1:
-                return inputs[0], None
-            raise ValueError(f"Expected `inputs` or `[inputs, labels]`, got {len(inputs)} "
-                             "tensors.")
-        return inputs, None
-
     def _prepare(self, inputs):
         """`inputs` as `[n, dim]` in the compute dtype, its leading shape, the weights."""
         inputs = tf.convert_to_tensor(inputs)
@@ -232,37 +214,7 @@ class FullSoftmax(keras.layers.Layer):
             values, ids = tf.reshape(values, shape), tf.reshape(ids, shape)
         return values, ids
 
-    def perplexity(self, inputs, labels, batch_size=1024):
-        """exp(mean exact cross-entropy) over all examples, in batches; a Python float."""
-        batch_size = _sl.check_positive_int(batch_size, "batch_size")
-        return _chunked.perplexity(self.full_softmax_loss, inputs, labels, batch_size)
-
     # ------------------------------------------------------------------ Keras plumbing
-    def compute_output_shape(self, input_shape):
-        hidden = self._hidden_shape(input_shape)
-        k = _chunked.output_top_k(self.top_k, self.num_classes)
-        with_labels = isinstance(input_shape, (list, tuple)) and len(input_shape) == 2 and \
-            isinstance(input_shape[0], (list, tuple, tf.TensorShape))
-        if k is not None and with_labels:
-            return hidden[:-1]  # the per-example loss
-        if k is not None:
-            return hidden[:-1] + (k,), hidden[:-1] + (k,)
-        return hidden[:-1] + (self.num_classes,)
-
-    def compute_output_spec(self, inputs, training=None):
-        hidden, labels = self._split(inputs)
-        dtype = "float64" if hidden.dtype == "float64" else "float32"
-        if labels is not None and training:
-            return keras.KerasTensor(tuple(hidden.shape)[:-1], dtype=dtype)  # the loss
-        if labels is not None:
-            shape = self.compute_output_shape((tuple(hidden.shape), tuple(labels.shape)))
-        else:
-            shape = self.compute_output_shape(tuple(hidden.shape))
-        if labels is None and _chunked.output_top_k(self.top_k, self.num_classes) is not None:
-            return (keras.KerasTensor(shape[0], dtype=dtype),
-                    keras.KerasTensor(shape[1], dtype="int32"))
-        return keras.KerasTensor(shape, dtype=dtype)
-
     def get_config(self):
         config = super().get_config()
         config.update({
