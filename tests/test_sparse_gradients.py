@@ -373,33 +373,6 @@ def test_adaptive_softmax_gradients_are_dense():
                for g in grads), [type(g) for g in grads]
 
 
-def test_keras_embedding_repeats_rows_and_sparse_adam_merges_them():
-    # README ("Sparse gradients"): keras Adam applies a repeated row slice by slice (a wrong
-    # step); tfs.optimizers.SparseAdam sums the repeats first, so it takes the dense step.
-    tokens = np.array([[1, 1, 2], [1, 3, 3]])
-
-    def train(opt, densify=False):
-        emb = keras.layers.Embedding(5, 2, embeddings_initializer=keras.initializers.Constant(
-            np.arange(10.0).reshape(5, 2) / 10))
-        emb.build()
-        for _ in range(3):
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(tf.sin(emb(tokens)))
-            g = tape.gradient(loss, emb.trainable_variables)
-            opt.apply_gradients(zip([tf.convert_to_tensor(g[0])] if densify else g,
-                                    emb.trainable_variables))
-        return g[0], emb.embeddings.numpy()
-
-    g, plain = train(keras.optimizers.Adam(0.1))
-    assert len(np.unique(g.indices.numpy())) < len(g.indices.numpy())
-    _, dense = train(keras.optimizers.Adam(0.1), densify=True)
-    _, deduped = train(tfs.optimizers.SparseAdam(0.1))
-    assert np.abs(plain - dense).max() > 1e-3
-    # 1e-6: the same float32 Adam arithmetic; only the order of the repeated rows' sum
-    # differs from the dense gradient's.
-    np.testing.assert_allclose(deduped, dense, rtol=1e-6)
-
-
 # ---------------------------------------------------------------------------- Adam, end to end
 def _adam_steps(head, inputs, densify, steps=3):
     opt = keras.optimizers.Adam(0.05)
