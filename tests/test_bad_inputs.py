@@ -401,18 +401,6 @@ def make(name, v=SV, seed=1):
     }[name]()
 
 
-@pytest.fixture(params=["op", "tf"])
-def impl(request, monkeypatch):
-    """The compiled op, then the pure-TF fallback (forced by the env var)."""
-    if request.param == "tf":
-        monkeypatch.setenv(_loader.ENV_FORCE_FALLBACK, "1")
-    elif _loader.LIBRARY.get() is None:
-        pytest.skip(f"custom ops unavailable: {_loader.LIBRARY.reason}")
-    _loader.LIBRARY.reset()
-    yield request.param
-    _loader.LIBRARY.reset()
-
-
 def both_modes(fn):
     """fn() eagerly and inside a tf.function; each must raise InvalidArgumentError."""
     for run in (fn, tf.function(fn)):

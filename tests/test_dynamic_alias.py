@@ -9,21 +9,7 @@ import tensorflow as tf
 
 import tf_sampling as tfs
 from _stats import assert_cells
-from tf_sampling.ops import _loader
 from tf_sampling.samplers.dynamic_alias import DynamicAliasSampler
-
-
-@pytest.fixture(params=["op", "tf"])
-def impl(request, monkeypatch):
-    """Runs a test with the compiled op, then with the fallback forced by the env var."""
-    if request.param == "tf":
-        monkeypatch.setenv(_loader.ENV_FORCE_FALLBACK, "1")
-    elif _loader.LIBRARY.get() is None:
-        pytest.skip(f"custom ops unavailable: {_loader.LIBRARY.reason}")
-    _loader.LIBRARY.reset()
-    assert tfs.ops.custom_ops_available() == (request.param == "op")
-    yield request.param
-    _loader.LIBRARY.reset()
 
 
 def chi2_ok(counts, p):

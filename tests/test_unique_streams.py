@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
-from tf_sampling.ops import _alias_tf, _loader, _unique
+from tf_sampling.ops import _alias_tf, _unique
 from tf_sampling.samplers import (FixedUnigramSampler, LearnedUnigramSampler,
                                   LogUniformSampler, UniformSampler)
 from tf_sampling.samplers.dynamic_alias import DynamicAliasSampler
@@ -144,17 +144,6 @@ def test_draw_bound_formula():
     c = np.logspace(-9, 4, 2000)
     lam = 1 + 2 * c + np.sqrt(2 * c)
     assert np.all(lam - 1 - np.log(lam) >= c)
-
-
-@pytest.fixture(params=["op", "tf"])
-def impl(request, monkeypatch):
-    if request.param == "tf":
-        monkeypatch.setenv(_loader.ENV_FORCE_FALLBACK, "1")
-    elif _loader.LIBRARY.get() is None:
-        pytest.skip(f"custom ops unavailable: {_loader.LIBRARY.reason}")
-    _loader.LIBRARY.reset()
-    yield request.param
-    _loader.LIBRARY.reset()
 
 
 def test_long_streams_within_the_bound_succeed(impl):

@@ -86,6 +86,16 @@ class FullSoftmaxPlumbing:
         return keras.KerasTensor(shape, dtype=dtype)
 
 
+def build_tied_embedding(tied_embedding, dim):
+    """Builds a tied `keras.layers.Embedding` if needed and checks its width is `dim`."""
+    if not tied_embedding.built:
+        tied_embedding.build()
+    if tied_embedding.output_dim != dim:
+        raise ValueError(
+            f"`tied_embedding` has output_dim={tied_embedding.output_dim}, but `inputs` have "
+            f"dimension {dim}.")
+
+
 def missing_labels(head, call="head([inputs, labels], training=True)"):
     """The error of a training call without labels, saying how to pass them."""
     return ValueError(

@@ -164,12 +164,7 @@ class SampledHead(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
         if dim is None:
             raise ValueError(f"The last dimension of `inputs` must be known, got {hidden}.")
         if self.tied_embedding is not None:
-            if not self.tied_embedding.built:
-                self.tied_embedding.build()
-            if self.tied_embedding.output_dim != dim:
-                raise ValueError(
-                    f"`tied_embedding` has output_dim={self.tied_embedding.output_dim}, but "
-                    f"`inputs` have dimension {dim}.")
+            _contract.build_tied_embedding(self.tied_embedding, dim)
             self._kernel_shards = None
         else:
             self._kernel_shards = self._add_sharded_weight(

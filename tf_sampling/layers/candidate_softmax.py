@@ -131,12 +131,7 @@ class CandidateSoftmax(keras.layers.Layer):
         if dim is None:
             raise ValueError("The last dimension of `inputs` must be known to build the head.")
         if self.tied_embedding is not None:
-            if not self.tied_embedding.built:
-                self.tied_embedding.build()
-            if self.tied_embedding.output_dim != dim:
-                raise ValueError(
-                    f"`tied_embedding` has output_dim={self.tied_embedding.output_dim} but "
-                    f"`inputs` have dim {dim}.")
+            _contract.build_tied_embedding(self.tied_embedding, dim)
             self.kernel = None
         else:
             self.kernel = self.add_weight(
