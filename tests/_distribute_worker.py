@@ -123,7 +123,7 @@ class _InBatchLoss(keras.layers.Layer):
 
     def call(self, inputs):
         return tf.concat([tfs.losses.in_batch_softmax_loss(q, c, candidate_ids=ids,
-                                                           candidate_sampling_probability=p)
+                                                           candidate_log_q=tf.math.log(p))
                           for q, c, ids, p in zip(*(tf.split(t, self.groups) for t in inputs))],
                          0)
 

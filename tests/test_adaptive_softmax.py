@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -108,7 +109,7 @@ def make_pair(in_features=16, n_classes=30, cutoffs=(6, 14), div_value=2.0, head
     rng = np.random.default_rng(seed)
     ref = TorchAdaptiveRef(in_features, n_classes, cutoffs, div_value, head_bias, rng, scale)
     layer = tfs.layers.AdaptiveSoftmax(n_classes, list(cutoffs), div_value=div_value,
-                                       head_bias=head_bias, dtype=dtype)
+                                       use_bias=head_bias, dtype=dtype)
     layer.build((None, in_features))
     ref.load_into(layer)
     return ref, layer, rng
@@ -213,7 +214,7 @@ def test_predict_top_k_is_exact(boost, k):
         layer.head_kernel.assign(w)
     lp = layer.log_prob(x)
     want_v, want_i = tf.math.top_k(lp, k)
-    got_v, got_i = layer.predict_top_k(x, k)
+    got_v, got_i = layer.top_k(x, k)
     np.testing.assert_array_equal(got_i.numpy(), want_i.numpy())
     np.testing.assert_allclose(got_v.numpy(), want_v.numpy(), atol=1e-5)
     np.testing.assert_array_equal(layer.predict(x).numpy(), np.argmax(lp.numpy(), axis=1))
@@ -257,7 +258,7 @@ def _train_model(layer):
 
 
 def test_fit_evaluate_and_keras_round_trip(tmp_path):
-    layer = tfs.layers.AdaptiveSoftmax(30, [6, 14], head_bias=True)
+    layer = tfs.layers.AdaptiveSoftmax(30, [6, 14], use_bias=True)
     model = _train_model(layer)
     x, y = _toy_data(512)
     before = model.evaluate([x, y], verbose=0, batch_size=128)
@@ -295,7 +296,7 @@ def test_saved_model_serves_without_tf_sampling(tmp_path):
 
         @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32)])
         def top_k(self, hidden):
-            values, indices = self.head.predict_top_k(hidden, 5)
+            values, indices = self.head.top_k(hidden, 5)
             return {"values": values, "indices": indices}
 
     module = Serving(layer)
@@ -355,13 +356,27 @@ def test_bad_cutoffs(cutoffs, match):
     (dict(num_classes=30.0, cutoffs=[5]), "num_classes"),
     (dict(num_classes=30, cutoffs=[5], div_value=0.0), "div_value"),
     (dict(num_classes=30, cutoffs=[5], div_value=float("nan")), "div_value"),
-    (dict(num_classes=30, cutoffs=[5], head_bias="yes"), "head_bias"),
+    (dict(num_classes=30, cutoffs=[5], use_bias="yes"), "use_bias"),
     (dict(num_classes=30, cutoffs=[5], top_k=0), "top_k"),
     (dict(num_classes=30, cutoffs=[5], top_k=31), "top_k"),
 ])
 def test_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         tfs.layers.AdaptiveSoftmax(**kwargs)
+
+
+def test_head_bias_is_the_deprecated_name_of_use_bias():
+    with pytest.warns(DeprecationWarning, match="`head_bias` is deprecated"):
+        layer = tfs.layers.AdaptiveSoftmax(30, [6, 14], head_bias=True)
+    assert layer.use_bias and layer.get_config()["use_bias"] is True
+    with pytest.raises(ValueError, match="use_bias"):
+        tfs.layers.AdaptiveSoftmax(30, [6, 14], head_bias=False, use_bias=True)
+    # A config saved under the old name loads without a warning.
+    old = dict(layer.get_config())
+    old["head_bias"] = old.pop("use_bias")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tfs.layers.AdaptiveSoftmax.from_config(old).use_bias
 
 
 def test_bad_inputs_and_labels():
@@ -383,7 +398,7 @@ def test_bad_inputs_and_labels():
     with pytest.raises(TypeError, match="inputs"):
         layer.log_prob(tf.zeros([4, 16], tf.int32))
     with pytest.raises(ValueError, match="`k`"):
-        layer.predict_top_k(x, 0)
+        layer.top_k(x, 0)
     # div_value so large that a tail projection would have zero units.
     too_deep = tfs.layers.AdaptiveSoftmax(30, [6, 14], div_value=32.0)
     with pytest.raises(ValueError, match="div_value"):

@@ -111,7 +111,7 @@ def test_heads_use_the_chunked_path(kind):
     nll = lse - logits[np.arange(B), y]
     np.testing.assert_allclose(head.full_softmax_loss(x, y), nll, **TOL)
     assert head.perplexity(x, y, batch_size=4) == pytest.approx(np.exp(nll.mean()), rel=1e-5)
-    values, ids = head.predict_top_k(x, 4)
+    values, ids = head.top_k(x, 4)
     order = np.argsort(-logits, 1)[:, :4]
     np.testing.assert_array_equal(ids, order)
     np.testing.assert_allclose(values, np.take_along_axis(logits, order, 1) - lse[:, None],
@@ -122,7 +122,7 @@ def test_heads_use_the_chunked_path(kind):
         head([x, y], training=False)
         np.testing.assert_allclose(head.losses[-1], nll.mean(), **TOL)
         # [batch, time, dim] inputs.
-        seq_v, seq_i = head.predict_top_k(x[:8].reshape(2, 4, D), 4)
+        seq_v, seq_i = head.top_k(x[:8].reshape(2, 4, D), 4)
         np.testing.assert_array_equal(seq_i, order[:8].reshape(2, 4, 4))
 
 
@@ -223,12 +223,12 @@ def test_full_softmax_fit_evaluate_config_and_keras_round_trip(tmp_path):
     loaded = keras.models.load_model(path)
     lhead = loaded.get_layer("head")
     assert lhead.get_config() == head.get_config()
-    assert lhead.chunk_size == 100 and lhead.top_k == 3
+    assert lhead.chunk_size == 100 and lhead.default_top_k == 3
     np.testing.assert_array_equal(lhead.kernel, head.kernel)
     # Given labels, a top-k head returns the exact per-example loss (fit's structure).
     np.testing.assert_allclose(loaded.predict([xs[:8], ys[:8]], verbose=0),
                                head.full_softmax_loss(h[:8], ys[:8]), **TOL)
-    values, ids = lhead.predict_top_k(h[:8], 3)
+    values, ids = lhead.top_k(h[:8], 3)
     np.testing.assert_array_equal(ids, tf.math.top_k(head.log_prob(h[:8]), 3).indices)
 
 
@@ -246,7 +246,7 @@ _SHARDED = textwrap.dedent(r"""
     y = tf.range(B) * 97
     head.build(x.shape); ref.build(x.shape)
     ref.kernel.assign(head.kernel); ref.bias.assign(head.bias)
-    fn = tf.function(lambda x, y: (head.full_softmax_loss(x, y), head.predict_top_k(x, K)))
+    fn = tf.function(lambda x, y: (head.full_softmax_loss(x, y), head.top_k(x, K)))
     (loss, (values, ids)) = fn(x, y)
     graph = fn.get_concrete_function(x, y).graph
     chunk_ops = [(op.type, op.device) for op in graph.get_operations()
@@ -256,7 +256,7 @@ _SHARDED = textwrap.dedent(r"""
     unplaced = [tuple(t.shape) for op in graph.get_operations() if not op.device
                 for t in op.outputs if t.dtype.is_floating and t.shape.rank == 2
                 and t.shape[1] in (64, 52, 500, V)]
-    ref_v, ref_i = ref.predict_top_k(x, K)
+    ref_v, ref_i = ref.top_k(x, K)
     print("RESULT " + json.dumps({
         "devices": [v.value.device[-5:] for v in head.kernel_shards],
         "chunk_ops": chunk_ops, "unplaced": unplaced,
@@ -396,8 +396,8 @@ def test_export_serves_the_chunked_top_k_in_a_clean_process(tmp_path):
 
 
 def test_serving_function_uses_the_heads_own_top_k(monkeypatch):
-    # AdaptiveSoftmax has no callable `top_k`, only `predict_top_k`: the exported
-    # function must use that pruned search, not the full log-probabilities.
+    # The exported function must use AdaptiveSoftmax's pruned search (its `top_k`),
+    # not the full log-probabilities.
     inp = keras.Input((D,))
     features = keras.Model(inp, keras.layers.Dense(D)(inp))
     head = tfs.layers.AdaptiveSoftmax(V, [20, 100], div_value=2.0)

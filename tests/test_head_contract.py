@@ -2,10 +2,11 @@
 `run_layer_test`: one list of head cases, `HEADS`, and every check runs on each of them.
 A head added later gets every check by adding one line to `HEADS`.
 
-The calling convention checked here is the one of `tf_sampling/layers/_contract.py`:
-training with labels returns the per-example training loss; `training` False or None is
-inference (None included); inference with labels adds the exact loss; a training call
-without labels raises an error that says how to pass them. Each check compares against
+The calling convention checked here is the one of `tfs.layers.OutputHead`
+(tf_sampling/layers/base.py): training with labels returns the per-example training loss;
+`training` False or None is inference (None included); a call with labels outside
+training adds and returns the per-example exact loss; a training call without labels
+raises an error that says how to pass them. Each check compares against
 the head's own `log_prob` (the reference for the top k) or `full_softmax_loss`, which
 tests/test_layers.py, test_chunked.py and the head-specific files check against NumPy.
 """
@@ -44,16 +45,13 @@ class Case:
 
     make(top_k): a new, unbuilt head whose inference output is all log-probabilities
         (top_k None) or the top `top_k` pair.
-    eval_output: what a call with labels and `training` False/None returns for a head
-        with full log-probability output: "inference" (the log-probabilities), "loss"
-        (the per-example exact loss) or "candidates" (log-probabilities over each row's
-        candidates). With a top-k output every head but CandidateSoftmax returns the
-        per-example exact loss, so that a functional model has one output structure.
     labels(rng): the label tensors that follow `inputs` in a call.
+    candidates: whether the labels are (candidates, positives) (CandidateSoftmax), whose
+        exact loss is the NLL over each row's candidates.
     """
 
-    def __init__(self, name, make, eval_output="inference", labels=None):
-        self.name, self.make, self.eval_output = name, make, eval_output
+    def __init__(self, name, make, labels=None, candidates=False):
+        self.name, self.make, self.candidates = name, make, candidates
         self.labels = labels or (lambda rng: [tf.constant(rng.integers(0, V, B), tf.int32)])
 
     def __repr__(self):
@@ -78,11 +76,11 @@ HEADS = [
         V, tree="balanced", top_k=top_k, kernel_initializer=_init(5),
         bias_initializer=_init(6))),
     Case("AdaptiveSoftmax", lambda top_k: tfs.layers.AdaptiveSoftmax(
-        V, [4, 8], div_value=2.0, head_bias=True, top_k=top_k,
-        kernel_initializer=_init(7), bias_initializer=_init(8)), eval_output="loss"),
+        V, [4, 8], div_value=2.0, use_bias=True, top_k=top_k,
+        kernel_initializer=_init(7), bias_initializer=_init(8))),
     Case("CandidateSoftmax", lambda top_k: tfs.layers.CandidateSoftmax(
         V, top_k=top_k, kernel_initializer=_init(9), bias_initializer=_init(10)),
-        eval_output="candidates", labels=_candidate_labels),
+        labels=_candidate_labels, candidates=True),
 ]
 
 
@@ -106,7 +104,7 @@ def _symbolic(x, labels):
 
 def _exact_loss(head, case, x, labels):
     """The per-example exact loss of `[x, *labels]`, from the head's own methods."""
-    if case.eval_output == "candidates":
+    if case.candidates:
         log_p = head.candidate_log_prob(x, labels[0])
         return -tf.gather(log_p, labels[1], batch_dims=1)
     return head.full_softmax_loss(x, labels[0])
@@ -168,30 +166,49 @@ def test_calls_outputs_and_output_spec(case, training, top_k):
         assert out.shape == (B,)
         np.testing.assert_allclose(added, tf.reduce_mean(out), **SAME)
         return
-    # Inference with labels adds the exact loss (the sampled heads too).
+    # Outside training, a call with labels adds and returns the exact loss (the sampled
+    # heads too), whatever the inference output.
     exact = _exact_loss(head, case, x, labels)
     np.testing.assert_allclose(added, tf.reduce_mean(exact), **TOL)
-    kind = case.eval_output
-    if top_k is not None and kind != "candidates":
-        kind = "loss"
-    if kind == "loss":
-        np.testing.assert_allclose(out, exact, **TOL)
-    elif kind == "inference":
-        np.testing.assert_allclose(out, log_p, **TOL)
-    else:
-        np.testing.assert_allclose(out, head.candidate_log_prob(x, labels[0]),
-                                   **TOL)
+    np.testing.assert_allclose(out, exact, **TOL)
 
 
 @pytest.mark.parametrize("case", HEADS, ids=repr)
-def test_predict_top_k_equals_top_of_log_prob(case):
+def test_top_k_equals_top_of_log_prob(case):
     head = _built(case)
+    assert isinstance(head, tfs.layers.OutputHead)
     x, _ = _data(case, seed=1)
-    fast = getattr(head, "predict_top_k", None) or head.top_k
-    values, ids = fast(x, K)
+    values, ids = head.top_k(x, K)
     want = tf.math.top_k(head.log_prob(x), K)
     np.testing.assert_array_equal(ids, want.indices)
     np.testing.assert_allclose(values, want.values, **TOL)
+    # The deprecated spelling still works, with a warning.
+    with pytest.warns(DeprecationWarning, match="predict_top_k"):
+        old = head.predict_top_k(x, K)
+    np.testing.assert_array_equal(old[1], ids)
+
+
+@pytest.mark.parametrize("case", HEADS, ids=repr)
+def test_same_mistake_same_error(case):
+    """One exception type per mistake, in every head: a wrong dtype is a TypeError, a
+    wrong value or shape a ValueError."""
+    head = _built(case)
+    x, labels = _data(case)
+    with pytest.raises(TypeError, match="labels|positive"):
+        head([x] + labels[:-1] + [tf.cast(labels[-1], tf.float32)])
+    with pytest.raises(TypeError, match="inputs"):
+        head(tf.cast(x, tf.int32))
+    with pytest.raises(ValueError, match="dim|features"):
+        head(tf.zeros((B, D + 1)))
+    for k in (0, V + 1, 2.0, True):
+        with pytest.raises(ValueError, match="k"):
+            head.top_k(x, k)
+    with pytest.raises(ValueError, match="without labels"):
+        head(x, training=True)
+    with pytest.raises(ValueError, match="num_classes"):
+        type(head)(**dict(head.get_config(), num_classes=0))
+    with pytest.raises(ValueError, match="top_k"):
+        type(head)(**dict(head.get_config(), top_k=V + 1))
 
 
 def _head_model(case, top_k=None):

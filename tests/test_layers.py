@@ -73,9 +73,10 @@ def test_inference_full_log_probs_top_k_and_exact_loss(cls):
     want = _np_log_softmax(h.astype(np.float64) @ head.kernel.numpy().T + head.bias.numpy())
     got = head(h)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(head([h, y], training=False), want, rtol=1e-5, atol=1e-5)
     nll = -want[np.arange(B), y]
-    # Given labels at inference, the head adds the exact (not the sampled) loss.
+    # Given labels outside training, the head adds and returns the exact (not the
+    # sampled) loss.
+    np.testing.assert_allclose(head([h, y], training=False), nll, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(head.losses[0], nll.mean(), rtol=1e-5)
     np.testing.assert_allclose(head.full_softmax_loss(h, y), nll, rtol=1e-5, atol=1e-5)
     assert head.perplexity(h, y, batch_size=5) == pytest.approx(np.exp(nll.mean()), rel=1e-5)
@@ -180,7 +181,7 @@ def test_get_config_round_trip(cls):
     clone = cls.from_config(config)
     assert clone.get_config() == config
     assert isinstance(clone.sampler, tfs.samplers.UniformSampler)
-    assert clone.sampler.seed == 4 and clone.num_true == 2 and clone.top_k == 3
+    assert clone.sampler.seed == 4 and clone.num_true == 2 and clone.default_top_k == 3
 
 
 def test_regularizer_adds_its_loss():

@@ -59,7 +59,7 @@ def test_in_batch_log_q():
     #   row 2: exp -> [2e, 4e^2, 4]     loss = log(1 + e/2 + e^2)
     want = [math.log(3 + 2 / E), math.log(1 + 1 / (2 * E ** 2) + E ** -3),
             math.log(1 + E / 2 + E ** 2)]
-    close(in_batch_softmax_loss(Q, C, candidate_sampling_probability=[0.5, 0.25, 0.25]), want)
+    close(in_batch_softmax_loss(Q, C, candidate_log_q=np.log([0.5, 0.25, 0.25])), want)
 
 
 def test_in_batch_hard_negatives():
@@ -68,7 +68,7 @@ def test_in_batch_hard_negatives():
     #   row 1: col0 = ln2 (0.69), col2 = -1 + ln4 (0.39) -> keeps col0: log(4e^2 + 2) - log(4e^2)
     #   row 2: col0 = 1 + ln2 (1.69), col1 = 2 + ln4 (3.39) -> keeps col1: log(4 + 4e^2) - log 4
     want = [math.log(3), math.log(1 + 1 / (2 * E ** 2)), math.log(1 + E ** 2)]
-    got = in_batch_softmax_loss(Q, C, candidate_sampling_probability=[0.5, 0.25, 0.25],
+    got = in_batch_softmax_loss(Q, C, candidate_log_q=np.log([0.5, 0.25, 0.25]),
                                 num_hard_negatives=1)
     close(got, want)
     # Masked accidental hits are never "hard": ids [7, 9, 7], no log Q, k = 1.
@@ -90,7 +90,7 @@ def test_in_batch_gradients_match_brute_force():
     with tf.GradientTape() as tape:
         tape.watch([q, c])
         loss = tf.reduce_sum(in_batch_softmax_loss(q, c, candidate_ids=ids,
-                                                   candidate_sampling_probability=p,
+                                                   candidate_log_q=np.log(p),
                                                    temperature=0.7))
     gq, gc = tape.gradient(loss, [q, c])
     # Brute force: d loss_i / d logit_ij = softmax_ij - [i == j] over the unmasked columns,
@@ -132,7 +132,7 @@ def test_mixed_negative_sampling_hand_values():
     #   row 1: [ln2, 1, masked, 1 + ln4]  -> exp [2, e, 0, 4e];   loss = log(2 + 5e) - 1
     want = [math.log(1 + 3 / (2 * E) + 2 * E), math.log(5 + 2 / E)]
     got = mixed_negative_sampling_loss(MQ, MC, MIDS, tower, sampled_values=injected,
-                                       candidate_sampling_probability=[0.25, 0.5])
+                                       candidate_log_q=np.log([0.25, 0.5]))
     close(got, want)
     # Without log Q: row 0 over [1, 0, 0, 2], row 1 over [0, 1, 1] (sampled id 5 masked).
     want = [math.log(E + 2 + E ** 2) - 1, math.log(1 + 2 * E) - 1]
@@ -152,9 +152,9 @@ def test_mixed_negative_sampling_with_a_sampler():
     close(drawn.sampled_expected_count, [3 / 8] * 3)
     got = mixed_negative_sampling_loss(MQ, MC, MIDS, tower, sampler=sampler, num_sampled=3,
                                        unique=False, seed=11,
-                                       candidate_sampling_probability=[0.25, 0.5])
+                                       candidate_log_q=np.log([0.25, 0.5]))
     want = mixed_negative_sampling_loss(MQ, MC, MIDS, tower, sampled_values=drawn,
-                                        candidate_sampling_probability=[0.25, 0.5])
+                                        candidate_log_q=np.log([0.25, 0.5]))
     close(got, want, 1e-7)
     # Gradients reach the table through the candidate tower, only for rows that were drawn.
     table = tf.Variable(TABLE)
@@ -179,9 +179,11 @@ def test_bad_retrieval_inputs():
         in_batch_softmax_loss(Q, C, candidate_ids=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="candidate_ids"):
         in_batch_softmax_loss(Q, C, candidate_ids=[1, 2])
-    for bad in ([0.5, 0.0, 0.5], [0.5, -0.1, 0.5], [0.5, float("nan"), 0.5], [0.5, 1.5, 0.5]):
-        with pytest.raises(tf.errors.InvalidArgumentError, match="candidate_sampling_probability"):
-            in_batch_softmax_loss(Q, C, candidate_sampling_probability=bad)
+    for bad in ([0.0, 0.1, -1.0], [-1.0, -float("inf"), -1.0], [-1.0, float("nan"), -1.0]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="candidate_log_q"):
+            in_batch_softmax_loss(Q, C, candidate_log_q=bad)
+    with pytest.raises(ValueError, match="candidate_log_q"):
+        in_batch_softmax_loss(Q, C, candidate_log_q=[-1.0, -1.0])
     with pytest.raises(ValueError, match="temperature"):
         in_batch_softmax_loss(Q, C, temperature=0.0)
     with pytest.raises(ValueError, match="num_hard_negatives"):
@@ -190,7 +192,7 @@ def test_bad_retrieval_inputs():
         mixed_negative_sampling_loss(MQ, MC, MIDS, tower)
     with pytest.raises(ValueError, match="num_sampled"):
         mixed_negative_sampling_loss(MQ, MC, MIDS, tower, sampler=tfs.samplers.UniformSampler(8))
-    with pytest.raises(ValueError, match="candidate_sampling_probability"):
+    with pytest.raises(ValueError, match="candidate_log_q"):
         mixed_negative_sampling_loss(MQ, MC, MIDS, tower, num_sampled=2,
                                      sampler=tfs.samplers.UniformSampler(8))
     with pytest.raises(TypeError, match="candidate_tower"):
@@ -207,16 +209,39 @@ def test_bad_retrieval_inputs():
                                      subtract_log_q=False)
 
 
+def test_candidate_sampling_probability_is_the_deprecated_form_of_candidate_log_q():
+    p = [0.5, 0.25, 0.25]
+    with pytest.warns(DeprecationWarning, match="candidate_sampling_probability"):
+        old = in_batch_softmax_loss(Q, C, candidate_sampling_probability=p)
+    close(old, in_batch_softmax_loss(Q, C, candidate_log_q=np.log(p)))
+    with pytest.warns(DeprecationWarning, match="candidate_sampling_probability"):
+        old = mixed_negative_sampling_loss(MQ, MC, MIDS, tower, sampled_values=(
+            tf.constant([6, 5], tf.int64), None, tf.constant([0.5, 0.25])),
+            candidate_sampling_probability=[0.25, 0.5])
+    close(old, mixed_negative_sampling_loss(MQ, MC, MIDS, tower, sampled_values=(
+        tf.constant([6, 5], tf.int64), None, tf.constant([0.5, 0.25])),
+        candidate_log_q=np.log([0.25, 0.5])))
+    # The deprecated form keeps its own checks, naming it.
+    for bad in ([0.5, 0.0, 0.5], [0.5, -0.1, 0.5], [0.5, float("nan"), 0.5], [0.5, 1.5, 0.5]):
+        with pytest.warns(DeprecationWarning), \
+                pytest.raises(tf.errors.InvalidArgumentError,
+                              match="candidate_sampling_probability"):
+            in_batch_softmax_loss(Q, C, candidate_sampling_probability=bad)
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="only"):
+        in_batch_softmax_loss(Q, C, candidate_sampling_probability=p,
+                              candidate_log_q=np.log(p))
+
+
 def test_losses_run_in_tf_function_with_unknown_batch():
     @tf.function(input_signature=[tf.TensorSpec([None, 2]), tf.TensorSpec([None, 2]),
                                   tf.TensorSpec([None], tf.int64), tf.TensorSpec([None])])
     def f(q, c, ids, p):
-        return in_batch_softmax_loss(q, c, candidate_ids=ids, candidate_sampling_probability=p,
+        return in_batch_softmax_loss(q, c, candidate_ids=ids, candidate_log_q=tf.math.log(p),
                                      num_hard_negatives=1)
 
     close(f(Q, C, tf.constant([7, 9, 7], tf.int64), tf.constant([0.5, 0.25, 0.25])),
           in_batch_softmax_loss(Q, C, candidate_ids=[7, 9, 7],
-                                candidate_sampling_probability=[0.5, 0.25, 0.25],
+                                candidate_log_q=np.log([0.5, 0.25, 0.25]),
                                 num_hard_negatives=1))
 
 

@@ -21,7 +21,7 @@ during the first `t - 1` steps) instead of blending with an arbitrary prior.
 
 `probability(ids)` turns the per-step frequency into a per-draw probability by dividing by
 the mean number of ids per step, so it is on the scale of `sampler.probability()` and of
-`candidate_sampling_probability` in `tf_sampling.losses.in_batch_softmax_loss`.
+`candidate_log_q=tf.math.log(p)` in `tf_sampling.losses.in_batch_softmax_loss`.
 
 Under `tf.distribute.MirroredStrategy` or `MultiWorkerMirroredStrategy`, a step is one
 global training step and its batch is the global batch: `update` all-gathers every
@@ -97,7 +97,7 @@ class FrequencyEstimator(keras.layers.Layer):
     >>> est = tfs.FrequencyEstimator(num_buckets=2**20, num_hash_arrays=2, alpha=0.01)
     >>> p = est(item_ids, training=True)         # update with this batch, then estimate
     >>> loss = tfs.losses.in_batch_softmax_loss(
-    ...     q, c, candidate_ids=item_ids, candidate_sampling_probability=p)
+    ...     q, c, candidate_ids=item_ids, candidate_log_q=tf.math.log(p))
     """
 
     def __init__(self, num_buckets, num_hash_arrays=2, alpha=0.01, seed=0, **kwargs):

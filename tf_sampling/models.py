@@ -20,7 +20,7 @@ whose replicas run in threads sharing the model).
 
 import keras
 
-from tf_sampling.layers import _contract
+from tf_sampling.layers import base as _base
 
 __all__ = ["HeadModel"]
 
@@ -98,7 +98,7 @@ class HeadModel(keras.Model):
             labels = list(labels) if isinstance(labels, (list, tuple)) else [labels]
             return self.head([hidden] + labels, training=training)
         if training:
-            raise _contract.missing_labels(self.head, call="model.fit(x, y)")
+            raise _base.missing_labels(self.head, call="model.fit(x, y)")
         return self.head(self.features(inputs, training=training), training=training)
 
     # ------------------------------------------------------------------ training

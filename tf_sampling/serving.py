@@ -3,10 +3,9 @@
 A model trained with a head of this package takes the labels as an input and adds its
 training loss; serving needs neither. `export` writes a SavedModel whose only function is
 the inference path: the feature inputs (e.g. context word ids) go through the layers that
-feed the head, then the head's own exact top-k (a callable `top_k(x, k)`, else
-`predict_top_k(x, k)`: the tree search, the adaptive softmax's pruned search, or the
-chunked full-softmax top-k of the other heads, which never builds the `[batch,
-num_classes]` logits), and the top `k` classes come out:
+feed the head, then the head's own exact `top_k(x, k)` (`tfs.layers.OutputHead`: the tree search, the adaptive
+softmax's pruned search, or the chunked full-softmax top-k of the other heads, which never
+builds the `[batch, num_classes]` logits), and the top `k` classes come out:
 
     top_k_ids        int32   [batch, k]   class ids, best first
     top_k_log_probs  float32 [batch, k]   their log-probabilities
@@ -29,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from tf_sampling import models as _models
+from tf_sampling.layers import base as layers_base
 
 __all__ = ["export", "inference_parts", "serving_function"]
 
@@ -104,10 +104,8 @@ def serving_function(features, head, top_k=10, log_probs=False):
     if top_k is not None and num_classes is not None and top_k > num_classes:
         raise ValueError(f"`top_k`={top_k} is larger than the head's num_classes="
                          f"{num_classes}.")
-    fast_top_k = getattr(head, "top_k", None)
-    if not callable(fast_top_k):
-        fast_top_k = getattr(head, "predict_top_k", None)
-        fast_top_k = fast_top_k if callable(fast_top_k) else None
+    # A layer of one's own with only `log_prob` gets `tf.math.top_k` of it.
+    fast_top_k = head.top_k if isinstance(head, layers_base.OutputHead) else None
 
     def fn(*inputs):
         x = inputs[0] if len(inputs) == 1 else list(inputs)

@@ -1,7 +1,10 @@
-"""Keras layers (output heads) built on the samplers and losses."""
+"""Keras layers (output heads) built on the samplers and losses.
 
+Every head is a `tfs.layers.OutputHead` and shares its `call`: see `base.py`.
+"""
+
+from tf_sampling.layers.base import OutputHead  # noqa: F401
 from tf_sampling.layers.adaptive_softmax import AdaptiveSoftmax  # noqa: F401
-
 from tf_sampling.layers.nce import NCE  # noqa: F401
 from tf_sampling.layers.negative_sampling import NegativeSampling  # noqa: F401
 from tf_sampling.layers.sampled_softmax import SampledSoftmax  # noqa: F401

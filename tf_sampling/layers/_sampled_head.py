@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tf_sampling import _chunked
 from tf_sampling import samplers as samplers_lib
-from tf_sampling.layers import _contract
+from tf_sampling.layers import base
 from tf_sampling.losses import _sampled_logits as _sl
 from tf_sampling.losses import per_example as _per_example
 
@@ -78,19 +78,22 @@ def shard_rows(num_classes, num_shards):
     return [size + 1 if i < extra else size for i in range(num_shards)]
 
 
-class SampledHead(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
+class SampledHead(base.OutputWeights, base.OutputHead):
     """Base class; subclasses set `_loss_kind` ("softmax" or "logistic") and defaults.
 
     See `SampledSoftmax` for the arguments.
     """
 
     _loss_kind = None
+    # What `remove_accidental_hits=None` and `subtract_log_q=None` mean in each head.
+    _default_remove_accidental_hits = False
+    _default_subtract_log_q = True
     # Target of a true class in the logistic losses, as a function of num_true.
     _true_target = staticmethod(lambda num_true: 1.0)
 
     def __init__(self, num_classes, num_sampled, num_true=1, sampler="log_uniform",
-                 tied_embedding=None, use_bias=True, remove_accidental_hits=False,
-                 subtract_log_q=True, unique=True, top_k="auto", seed=None, samples_per="batch",
+                 tied_embedding=None, use_bias=True, remove_accidental_hits=None,
+                 subtract_log_q=None, unique=True, top_k="auto", seed=None, samples_per="batch",
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, num_shards=1, shard_devices=None, chunk_size=None,
@@ -99,15 +102,16 @@ class SampledHead(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
         # sampled rows are gathered without an autocast copy of the whole matrix, and the
         # loss and log-probs are computed in float32.
         kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.num_classes = _sl.check_positive_int(num_classes, "num_classes")
+        super().__init__(num_classes, top_k=top_k, **kwargs)
         self.num_true = _sl.check_positive_int(num_true, "num_true")
         self.unique = bool(unique)
         self.num_sampled = _sl.check_num_sampled(num_sampled, self.num_classes, self.unique)
+        if remove_accidental_hits is None:
+            remove_accidental_hits = self._default_remove_accidental_hits
+        if subtract_log_q is None:
+            subtract_log_q = self._default_subtract_log_q
         self.remove_accidental_hits = bool(remove_accidental_hits)
         self.subtract_log_q = bool(subtract_log_q)
-        self.use_bias = bool(use_bias)
-        self.top_k = _chunked.check_top_k(top_k, self.num_classes)
         self.chunk_size = _chunked.check_chunk_size(chunk_size)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
@@ -135,36 +139,17 @@ class SampledHead(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
             # kernel. The unique-row lookups (tf.unique) do compile.
             self.supports_jit = False
 
-        if isinstance(tied_embedding, dict):
-            tied_embedding = keras.saving.deserialize_keras_object(tied_embedding)
-        if tied_embedding is not None:
-            if not isinstance(tied_embedding, keras.layers.Embedding):
-                raise TypeError(
-                    "`tied_embedding` must be a keras.layers.Embedding, got "
-                    f"{type(tied_embedding).__name__}.")
-            if tied_embedding.input_dim != self.num_classes:
-                raise ValueError(
-                    f"`tied_embedding` has input_dim={tied_embedding.input_dim}, but "
-                    f"`num_classes` is {self.num_classes}.")
-        self.tied_embedding = tied_embedding
+        self._init_output_weights(use_bias, tied_embedding, kernel_initializer,
+                                  bias_initializer, kernel_regularizer, bias_regularizer,
+                                  kernel_constraint, bias_constraint)
         self.num_shards, self.shard_devices = _check_sharding(
-            num_shards, shard_devices, self.num_classes, tied_embedding is not None)
-
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
+            num_shards, shard_devices, self.num_classes, self.tied_embedding is not None)
 
     # ------------------------------------------------------------------ building
     def build(self, input_shape):
-        hidden = self._hidden_shape(input_shape)
-        dim = hidden[-1]
-        if dim is None:
-            raise ValueError(f"The last dimension of `inputs` must be known, got {hidden}.")
+        dim = self._input_dim(input_shape)
         if self.tied_embedding is not None:
-            _contract.build_tied_embedding(self.tied_embedding, dim)
+            base.build_tied_embedding(self.tied_embedding, dim)
             self._kernel_shards = None
         else:
             self._kernel_shards = self._add_sharded_weight(
@@ -287,30 +272,10 @@ class SampledHead(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
         return hidden, labels, lead
 
     # ------------------------------------------------------------------ forward
-    # Plain TF ops only: autograph conversion would only slow down tracing.
-    @tf.autograph.experimental.do_not_convert
-    def call(self, inputs, training=None):
-        hidden, labels = self._split(inputs)
-        if training and labels is None:
-            raise _contract.missing_labels(self)
-        if training:
-            hidden, labels, lead = self._flatten(hidden, labels)
-            loss = self._sampled_loss(hidden, labels)
-            self.add_loss(tf.reduce_mean(loss))
-            return loss if lead is None else tf.reshape(loss, lead)
-        k = _chunked.output_top_k(self.top_k, self.num_classes)
-        if labels is not None:
-            # Evaluation: the exact cross-entropy, so `val_loss` is exact and
-            # exp(val_loss) is the perplexity.
-            loss = self.full_softmax_loss(hidden, labels)
-            self.add_loss(tf.reduce_mean(loss))
-            if k is not None:
-                # A top-k head's output given labels is the per-example loss, so that a
-                # functional model has one output structure in fit and evaluate.
-                return loss
-        if k is not None:
-            return self.predict_top_k(hidden, k)
-        return self.log_prob(hidden)
+    def _training_loss(self, inputs, labels):
+        hidden, labels, lead = self._flatten(inputs, labels)
+        loss = self._sampled_loss(hidden, labels)
+        return base.restore_leading(lead, loss)
 
     def _sampled_loss(self, hidden, labels, update=True):
         weights, biases = self._weights_tf()
@@ -360,14 +325,12 @@ class SampledHead(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
         not an evaluation metric."""
         hidden, labels, lead = self._flatten(inputs, labels)
         loss = self._sampled_loss(hidden, labels, update=False)
-        return loss if lead is None else tf.reshape(loss, lead)
+        return base.restore_leading(lead, loss)
 
     def logits(self, inputs):
         """Full `[..., num_classes]` logits `inputs @ kernel^T + bias` (float32 or float64)."""
-        inputs = tf.convert_to_tensor(inputs)
+        inputs, _, _ = self._flatten(inputs, None)
         dtype = _sl.compute_dtype(inputs.dtype)
-        if inputs.shape.rank is None or inputs.shape.rank < 2:
-            raise ValueError(f"`inputs` must have shape [batch, ..., dim], got {inputs.shape}.")
         if not self.built:
             self.build(inputs.shape)
         weights, biases = self._weights_tf()
@@ -410,56 +373,37 @@ class SampledHead(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
         weights, biases, hidden = self._chunked_weights(hidden)
         loss = _chunked.nll(hidden, labels, weights, biases, chunk_size=self.chunk_size,
                             device=self._shard_device)
-        return loss if lead is None else tf.reshape(loss, lead)
+        return base.restore_leading(lead, loss)
 
-    def predict_top_k(self, inputs, k):
+    def top_k(self, inputs, k=None):
         """Exact `(log_probs, indices)` `[..., k]` of the `k` most probable classes.
 
         Equal to `tf.math.top_k(self.log_prob(inputs), k)` (ties: lower id first;
         indices int32), computed over chunks of classes with a running top-k merge, in
         O(batch x chunk) extra memory; each shard's top k is computed where it lives.
+        `k` defaults to the head's `top_k` argument when it is an integer, else 1.
         """
-        k = _sl.check_positive_int(k, "k")
-        if k > self.num_classes:
-            raise ValueError(f"`k`={k} is larger than `num_classes`={self.num_classes}.")
+        k = self._resolve_k(k)
         hidden, _, _ = self._flatten(inputs, None)
-        lead = None
-        if hidden.shape.rank > 2:
-            lead = tf.shape(hidden)[:-1]
-            hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
+        hidden, lead = base.flatten_leading(hidden)
         weights, biases, hidden = self._chunked_weights(hidden)
         values, indices = _chunked.top_k(hidden, weights, biases, k=k,
                                          chunk_size=self.chunk_size, device=self._shard_device)
-        if lead is not None:
-            shape = tf.concat([lead, [k]], 0)
-            values, indices = tf.reshape(values, shape), tf.reshape(indices, shape)
-        return values, indices
+        return base.restore_leading(lead, values, indices)
 
     # ------------------------------------------------------------------ Keras plumbing
     def get_config(self):
         config = super().get_config()
+        config.update(self._output_weights_config())
         config.update({
-            "num_classes": self.num_classes,
             "num_sampled": self.num_sampled,
             "num_true": self.num_true,
             "sampler": keras.saving.serialize_keras_object(self.sampler),
-            # Serialized in full; inside model.save() Keras' object sharing makes the
-            # loaded head and the loaded model share one Embedding instance again.
-            "tied_embedding": (None if self.tied_embedding is None else
-                               keras.saving.serialize_keras_object(self.tied_embedding)),
-            "use_bias": self.use_bias,
             "remove_accidental_hits": self.remove_accidental_hits,
             "subtract_log_q": self.subtract_log_q,
             "unique": self.unique,
-            "top_k": self.top_k,
             "seed": self.seed,
             "samples_per": self.samples_per,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
             "num_shards": self.num_shards,
             "shard_devices": self.shard_devices,
             "chunk_size": self.chunk_size,

@@ -19,7 +19,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from tf_sampling.layers import _contract
+from tf_sampling.layers import base
 
 
 def _flatten(inputs, labels=None):
@@ -32,7 +32,7 @@ def _flatten(inputs, labels=None):
 
 
 @keras.saving.register_keras_serializable(package="tf_sampling")
-class AdaptiveSoftmax(keras.layers.Layer):
+class AdaptiveSoftmax(base.OutputHead):
     """Adaptive softmax output head: exact log-probabilities at a fraction of the cost.
 
     Frequent classes (the shortlist) are scored by a small head softmax; rare classes sit in
@@ -44,21 +44,19 @@ class AdaptiveSoftmax(keras.layers.Layer):
 
     The layer follows PyTorch's `AdaptiveLogSoftmaxWithLoss` exactly (same parameters, same
     log-probability composition); to load PyTorch weights, assign `head.weight.T` to
-    `head_kernel`, `head.bias` to `head_bias`, and `tail[i][0].weight.T` / `tail[i][1].weight.T`
+    `head_kernel`, `head.bias` to `head_bias_weight`, and `tail[i][0].weight.T` / `tail[i][1].weight.T`
     to `tail_projections[i]` / `tail_kernels[i]`.
 
-    Calling convention (as every head of this package, `tf_sampling/layers/_contract.py`):
-    - `layer([inputs, labels], training=True)` (as in `model.fit`): adds the mean negative
-      log-likelihood with `add_loss` and returns the per-example NLL (shape of `labels`).
-      Only the tail clusters that some label falls into are evaluated, on the rows whose
-      label is there.
+    Calling convention (`tfs.layers.OutputHead`, as every head of this package):
+    - `layer([inputs, labels], training=True)` (as in `model.fit`) and
+      `layer([inputs, labels])` (`model.evaluate`): add the mean negative log-likelihood
+      with `add_loss` and return the per-example NLL (shape of `labels`); this head's
+      training loss is exact, so `model.evaluate` reports the exact loss (perplexity =
+      exp(loss)). Only the tail clusters that some label falls into are evaluated, on the
+      rows whose label is there.
     - `layer(inputs)` with `training` False or None (inference): full log-probabilities
-      `[..., num_classes]`, or `(values, indices)` of the top `top_k` classes when `top_k`
-      is set (computed by the pruned search of `predict_top_k`).
-    - `layer([inputs, labels])` with `training` False or None (`model.evaluate`): the same
-      exact NLL as in training (this head's training loss is exact) is added with
-      `add_loss` and returned, so `model.evaluate` reports the exact loss
-      (perplexity = exp(loss)) and a functional model has one output structure.
+      `[..., num_classes]`, or `(values, indices)` of the best classes as `top_k` says
+      (computed by the pruned search of `top_k`).
     - `layer(inputs, training=True)` raises a `ValueError`: training needs labels.
 
     Args:
@@ -66,8 +64,11 @@ class AdaptiveSoftmax(keras.layers.Layer):
         cutoffs: increasing sequence of unique integers in `[1, num_classes)`: the shortlist is
             `[0, cutoffs[0])` and cluster `i` is `[cutoffs[i], cutoffs[i+1])`.
         div_value: the tail projection sizes are `in_features // div_value**(i+1)`.
-        head_bias: whether the head `Dense` has a bias (PyTorch's `head_bias`).
-        top_k: if set, inference returns `(values, indices)` of the `top_k` classes.
+        use_bias: whether the head `Dense` has a bias (PyTorch's `head_bias`, the
+            deprecated name of this argument here).
+        top_k: inference output. An integer k: `(values, indices)` of the k best classes.
+            None: all log-probabilities. "auto" (default): None up to 65536 classes, the
+            top 10 above.
         kernel_initializer, bias_initializer: Keras initializers for all kernels / the head
             bias. (PyTorch's `Linear` default is
             `VarianceScaling(1/3, "fan_in", "uniform")` for kernels.)
@@ -81,30 +82,24 @@ class AdaptiveSoftmax(keras.layers.Layer):
     >>> model = keras.Model([hidden, labels], head([hidden, labels]))
     >>> model.compile(optimizer="adam")          # no loss: the head adds it
     >>> log_probs = head.log_prob(h)             # [batch, 10000], exp sums to 1
-    >>> best = head.predict(h)                   # argmax, without evaluating every tail
+    >>> values, ids = head.top_k(h, 5)           # exact, without evaluating every tail
     """
 
-    def __init__(self, num_classes, cutoffs, div_value=4.0, head_bias=False, top_k=None,
+    _min_classes = 2
+
+    def __init__(self, num_classes, cutoffs, div_value=4.0, use_bias=False, top_k="auto",
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
-        super().__init__(**kwargs)
-        if (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)
-                or num_classes < 2):
-            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
-        self.num_classes = int(num_classes)
+        use_bias = base.deprecated_argument(kwargs, "head_bias", "use_bias", use_bias, False,
+                                            "AdaptiveSoftmax")
+        super().__init__(num_classes, top_k=top_k, **kwargs)
         self.cutoffs = self._check_cutoffs(cutoffs, self.num_classes)
         if (isinstance(div_value, bool) or not isinstance(div_value, numbers.Real)
                 or not div_value > 0 or div_value == float("inf")):
             raise ValueError(f"`div_value` must be a positive finite number, got {div_value!r}.")
         self.div_value = float(div_value)
-        if not isinstance(head_bias, bool):
-            raise ValueError(f"`head_bias` must be a bool, got {head_bias!r}.")
-        self.head_bias = head_bias
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral)
-                                  or not 1 <= top_k <= self.num_classes):
-            raise ValueError(
-                f"`top_k` must be None or an integer in [1, num_classes={self.num_classes}], "
-                f"got {top_k!r}.")
-        self.top_k = None if top_k is None else int(top_k)
+        if not isinstance(use_bias, bool):
+            raise ValueError(f"`use_bias` must be a bool, got {use_bias!r}.")
+        self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
 
@@ -137,23 +132,11 @@ class AdaptiveSoftmax(keras.layers.Layer):
         return values
 
     # ------------------------------------------------------------------ weights
-    @staticmethod
-    def _split_shapes(input_shape):
-        """`build`/`compute_output_shape` get one shape, or [inputs_shape, labels_shape]."""
-        if (isinstance(input_shape, (list, tuple)) and input_shape
-                and isinstance(input_shape[0], (list, tuple, tf.TensorShape))):
-            if len(input_shape) != 2:
-                raise ValueError(
-                    "AdaptiveSoftmax takes `inputs` or `[inputs, labels]`, got "
-                    f"{len(input_shape)} inputs.")
-            return tuple(input_shape[0]), tuple(input_shape[1])
-        return tuple(input_shape), None
-
     def tail_hidden_size(self, i, in_features):
         return int(in_features // (self.div_value ** (i + 1)))
 
     def build(self, input_shape):
-        input_shape, _ = self._split_shapes(input_shape)
+        input_shape = self.hidden_shape(input_shape)
         in_features = input_shape[-1] if input_shape else None
         if in_features is None:
             raise ValueError(
@@ -164,7 +147,7 @@ class AdaptiveSoftmax(keras.layers.Layer):
             name="head_kernel", shape=(self.in_features, self.head_size),
             initializer=self.kernel_initializer)
         self.head_bias_weight = None
-        if self.head_bias:
+        if self.use_bias:
             self.head_bias_weight = self.add_weight(
                 name="head_bias", shape=(self.head_size,), initializer=self.bias_initializer)
         self.tail_projections = []
@@ -284,7 +267,7 @@ class AdaptiveSoftmax(keras.layers.Layer):
         out = tf.concat(parts, axis=-1)
         return tf.reshape(out, tf.concat([lead, [self.num_classes]], 0))
 
-    def predict_top_k(self, inputs, k):
+    def top_k(self, inputs, k=None):
         """Exact top-`k` classes `(values, indices)`, as `tf.math.top_k(log_prob(inputs), k)`.
 
         Vectorised pruning, in the spirit of PyTorch's `predict`: every word of cluster `i`
@@ -292,13 +275,10 @@ class AdaptiveSoftmax(keras.layers.Layer):
         only if that head value beats the row's current k-th best. Rows start from the top-k of
         the shortlist; clusters are visited in order, and each tail runs only on the rows that
         still need it (a `tf.where` + gather, then a scatter of the merged top-k back). Ties
-        keep the lower class id first, as `tf.math.top_k` does. Indices are int32.
+        keep the lower class id first, as `tf.math.top_k` does. Indices are int32. `k`
+        defaults to the head's `top_k` argument when it is an integer, else 1.
         """
-        if (isinstance(k, bool) or not isinstance(k, numbers.Integral)
-                or not 1 <= k <= self.num_classes):
-            raise ValueError(
-                f"`k` must be an integer in [1, num_classes={self.num_classes}], got {k!r}.")
-        k = int(k)
+        k = self._resolve_k(k)
         inputs = self._check_inputs(inputs)
         x, lead = _flatten(inputs)
         head_lp = self._head_log_prob(x)
@@ -330,60 +310,23 @@ class AdaptiveSoftmax(keras.layers.Layer):
     def predict(self, inputs):
         """Most probable class per row (int64, shape `inputs.shape[:-1]`), equal to
         `argmax(log_prob(inputs))`, computing only the tails that could hold it."""
-        _, indices = self.predict_top_k(inputs, 1)
+        _, indices = self.top_k(inputs, 1)
         return tf.cast(indices[..., 0], tf.int64)
 
     # ------------------------------------------------------------------ Keras
-    def call(self, inputs, training=None):
-        labels = None
-        if isinstance(inputs, (list, tuple)):
-            if len(inputs) != 2:
-                raise ValueError(
-                    "AdaptiveSoftmax takes `inputs` or `[inputs, labels]`, got "
-                    f"{len(inputs)} tensors.")
-            inputs, labels = inputs
-        if training and labels is None:
-            raise _contract.missing_labels(self)
-        if labels is not None:
-            # The training loss is the exact NLL: given labels, training and evaluation
-            # add and return the same per-example NLL, so `val_loss` is exact.
-            per_example = self.nll(inputs, labels)
-            self.add_loss(tf.reduce_mean(per_example))
-            return per_example
-        if self.top_k is not None:
-            return self.predict_top_k(inputs, self.top_k)
-        return self.log_prob(inputs)
-
-    def _out_dtype(self):
-        return "float64" if self.compute_dtype == "float64" else "float32"
-
-    def compute_output_shape(self, input_shape):
-        inputs_shape, labels_shape = self._split_shapes(input_shape)
-        lead = inputs_shape[:-1]
-        if labels_shape is not None:
-            return lead
-        if self.top_k is not None:
-            return lead + (self.top_k,), lead + (self.top_k,)
-        return lead + (self.num_classes,)
-
-    def compute_output_spec(self, inputs, training=None):
-        if isinstance(inputs, (list, tuple)):
-            shape = self.compute_output_shape([inputs[0].shape, inputs[1].shape])
-            return keras.KerasTensor(shape, dtype=self._out_dtype())
-        shape = self.compute_output_shape(inputs.shape)
-        if self.top_k is not None:
-            return (keras.KerasTensor(shape[0], dtype=self._out_dtype()),
-                    keras.KerasTensor(shape[1], dtype="int32"))
-        return keras.KerasTensor(shape, dtype=self._out_dtype())
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "head_bias" in config:  # files saved before the argument became `use_bias`
+            config["use_bias"] = config.pop("head_bias")
+        return cls(**config)
 
     def get_config(self):
         config = super().get_config()
         config.update({
-            "num_classes": self.num_classes,
             "cutoffs": list(self.cutoffs),
             "div_value": self.div_value,
-            "head_bias": self.head_bias,
-            "top_k": self.top_k,
+            "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
         })

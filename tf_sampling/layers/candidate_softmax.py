@@ -6,8 +6,8 @@ import keras
 import tensorflow as tf
 
 from tf_sampling import _chunked
-from tf_sampling.layers import _contract
-from tf_sampling.losses.candidate_softmax import candidate_log_softmax, loss_and_log_softmax
+from tf_sampling.layers import base
+from tf_sampling.losses.candidate_softmax import candidate_log_softmax, candidate_softmax_loss
 
 _POSITIVE_MODES = ("index", "id")
 
@@ -18,7 +18,7 @@ def _is_shape_list(input_shape):
 
 
 @keras.saving.register_keras_serializable(package="tf_sampling")
-class CandidateSoftmax(keras.layers.Layer):
+class CandidateSoftmax(base.OutputWeights, base.OutputHead):
     """Output head: softmax over each example's own candidate classes.
 
     Each example comes with its own candidates (legal moves, items shown to a user), a
@@ -28,10 +28,10 @@ class CandidateSoftmax(keras.layers.Layer):
 
     Call with:
         - `[inputs, candidates, positives]` (optionally a 4th entry, `candidate_log_q`,
-          laid out like `candidates`): adds the mean loss with `add_loss`; with
-          `training=True` (as in `fit`) returns the per-example loss `[batch]`, otherwise
-          (`evaluate`, `predict`, plain calls) the log-probabilities below. `positives`
-          are positions within each row (`positive="index"`) or class ids (`positive="id"`).
+          laid out like `candidates`): adds the mean loss with `add_loss` and returns the
+          per-example loss `[batch]`, in training and evaluation alike (the loss over
+          the candidates is exact). `positives` are positions within each row
+          (`positive="index"`) or class ids (`positive="id"`).
         - `[inputs, candidates]`: log-probabilities over each row's candidates, ragged
           `[batch, (n_i)]` (dense `[batch, n]` with -inf in padded slots for dense
           candidates).
@@ -53,14 +53,16 @@ class CandidateSoftmax(keras.layers.Layer):
             `InvalidArgumentError` (in `fit` too), since it is usually a data bug; padding
             slots are not checked. True suits candidates drawn with replacement, given
             with their `candidate_log_q`.
-        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer: as in
-            `keras.layers.Embedding` / `Dense`, for the owned weights.
+        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+        kernel_constraint, bias_constraint: as in `keras.layers.Dense`, for the owned
+            weights (kernel default "glorot_uniform", as every head but
+            HierarchicalSoftmax).
         top_k: output of a call on `inputs` alone. An integer k: `(values, indices)` of
             the k most probable classes over all classes, found chunk by chunk. None: the
             `[batch, num_classes]` log-probabilities. "auto" (default): None up to 65536
             classes, the top 10 above.
         chunk_size: classes per chunk of `full_softmax_loss`, `perplexity` and
-            `predict_top_k`; None (default) chooses it from the batch size: batch x chunk
+            `top_k`; None (default) chooses it from the batch size: batch x chunk
             float32 under 2 MiB (cache-sized) for the loss, under 64 MiB for the top k.
 
     The loss is over the given candidates only; `full_softmax_loss(inputs, labels)` and
@@ -79,14 +81,11 @@ class CandidateSoftmax(keras.layers.Layer):
     """
 
     def __init__(self, num_classes, positive="index", use_bias=True, tied_embedding=None,
-                 padding_id=-1, allow_duplicates=False, kernel_initializer="uniform",
+                 padding_id=-1, allow_duplicates=False, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
-                 top_k="auto", chunk_size=None,
+                 top_k="auto", chunk_size=None, kernel_constraint=None, bias_constraint=None,
                  **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
-                or num_classes <= 0:
-            raise ValueError(f"`num_classes` must be a positive integer, got {num_classes!r}.")
+        super().__init__(num_classes, top_k=top_k, **kwargs)
         if positive not in _POSITIVE_MODES:
             raise ValueError(f"`positive` must be one of {_POSITIVE_MODES}, got {positive!r}.")
         if padding_id is not None and (isinstance(padding_id, bool)
@@ -94,30 +93,13 @@ class CandidateSoftmax(keras.layers.Layer):
             raise ValueError(f"`padding_id` must be an integer or None, got {padding_id!r}.")
         if not isinstance(allow_duplicates, bool):
             raise ValueError(f"`allow_duplicates` must be a bool, got {allow_duplicates!r}.")
-        if isinstance(tied_embedding, dict):
-            # Inside a model's deserialization this resolves to the model's own Embedding
-            # layer (Keras shares objects serialized more than once), so tying survives.
-            tied_embedding = keras.saving.deserialize_keras_object(tied_embedding)
-        if tied_embedding is not None:
-            if not isinstance(tied_embedding, keras.layers.Embedding):
-                raise TypeError(
-                    f"`tied_embedding` must be a keras.layers.Embedding, got {tied_embedding!r}.")
-            if tied_embedding.input_dim != num_classes:
-                raise ValueError(
-                    f"`tied_embedding` has input_dim={tied_embedding.input_dim} but "
-                    f"`num_classes`={num_classes}.")
-        self.num_classes = int(num_classes)
-        self.top_k = _chunked.check_top_k(top_k, self.num_classes)
+        self._init_output_weights(use_bias, tied_embedding, kernel_initializer,
+                                  bias_initializer, kernel_regularizer, bias_regularizer,
+                                  kernel_constraint, bias_constraint)
         self.chunk_size = _chunked.check_chunk_size(chunk_size)
         self.positive = positive
-        self.use_bias = bool(use_bias)
-        self.tied_embedding = tied_embedding
         self.padding_id = None if padding_id is None else int(padding_id)
         self.allow_duplicates = allow_duplicates
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         # Ragged segment reductions, dynamic-shape id checks: no XLA.
         self.supports_jit = False
         # Under a mixed policy, autocasting would copy the whole [num_classes, dim] kernel
@@ -126,28 +108,9 @@ class CandidateSoftmax(keras.layers.Layer):
 
     # ----------------------------------------------------------------- build
     def build(self, input_shape):
-        shape = input_shape[0] if _is_shape_list(input_shape) else input_shape
-        dim = shape[-1]
-        if dim is None:
-            raise ValueError("The last dimension of `inputs` must be known to build the head.")
-        if self.tied_embedding is not None:
-            _contract.build_tied_embedding(self.tied_embedding, dim)
-            self.kernel = None
-        else:
-            self.kernel = self.add_weight(
-                shape=(self.num_classes, dim), initializer=self.kernel_initializer,
-                regularizer=self.kernel_regularizer, name="kernel")
-        if self.use_bias:
-            self.bias = self.add_weight(
-                shape=(self.num_classes,), initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer, name="bias")
-        else:
-            self.bias = None
-        self.built = True
+        self._build_output_weights(input_shape)
 
     def _weights(self):
-        if self.tied_embedding is not None:
-            return self.tied_embedding.embeddings
         return self.kernel
 
     # ----------------------------------------------------------------- call
@@ -169,26 +132,25 @@ class CandidateSoftmax(keras.layers.Layer):
             return None
         return tf.not_equal(candidates, tf.cast(self.padding_id, candidates.dtype))
 
-    def call(self, inputs, training=None):
+    def _split(self, inputs):
         x, candidates, positives, log_q = self._unpack(inputs)
-        if training and positives is None:
-            raise _contract.missing_labels(
-                self, call="head([inputs, candidates, positives], training=True)")
-        if candidates is None:
-            k = _chunked.output_top_k(self.top_k, self.num_classes)
-            return self.log_prob(x) if k is None else self.predict_top_k(x, k)
-        if positives is None:
-            return self.candidate_log_prob(x, candidates, candidate_log_q=log_q)
+        return x, positives, None if candidates is None else (candidates, log_q)
+
+    def _loss(self, hidden, labels, context, training):
+        # The loss over the candidates is exact: training and evaluation add the same one.
+        candidates, log_q = context
         kw = {"positive_index": None, "positive_ids": None}
-        kw["positive_index" if self.positive == "index" else "positive_ids"] = positives
-        # The candidate loss is exact (not sampled), so evaluation adds the same loss:
-        # `val_loss` from `model.evaluate` is the candidate NLL.
-        loss, log_probs = loss_and_log_softmax(
-            self._weights(), self.bias, x, candidates, candidate_mask=self._mask(candidates),
-            candidate_log_q=log_q, with_log_softmax=not training,
+        kw["positive_index" if self.positive == "index" else "positive_ids"] = labels
+        return candidate_softmax_loss(
+            self._weights(), self.bias, hidden, candidates,
+            candidate_mask=self._mask(candidates), candidate_log_q=log_q,
             allow_duplicates=self.allow_duplicates, **kw)
-        self.add_loss(tf.reduce_mean(loss))
-        return loss if training else log_probs
+
+    def _inference(self, hidden, context):
+        if context is None:
+            return super()._inference(hidden, None)
+        candidates, log_q = context
+        return self.candidate_log_prob(hidden, candidates, candidate_log_q=log_q)
 
     # ----------------------------------------------------------------- evaluation
     def candidate_log_prob(self, inputs, candidates, candidate_log_q=None):
@@ -200,6 +162,10 @@ class CandidateSoftmax(keras.layers.Layer):
 
     def logits(self, inputs):
         """Full logits `[batch, num_classes]`."""
+        inputs = tf.convert_to_tensor(inputs)
+        if not inputs.dtype.is_floating:
+            raise TypeError(f"`inputs` must be a float tensor, got dtype {inputs.dtype.name}.")
+        base.check_width(inputs, self._weights().shape[-1])
         w = tf.cast(self._weights(), inputs.dtype)
         out = tf.matmul(inputs, w, transpose_b=True)
         if out.dtype in (tf.float16, tf.bfloat16):
@@ -218,28 +184,20 @@ class CandidateSoftmax(keras.layers.Layer):
             raise TypeError(f"`inputs` must be a float tensor, got dtype {inputs.dtype.name}.")
         if not self.built:
             self.build(inputs.shape)
+        base.check_width(inputs, self._weights().shape[-1])
         dtype = tf.float32 if inputs.dtype in (tf.float16, tf.bfloat16) else inputs.dtype
         # The tf.Variables: chunks are then read with a sparse ResourceGather.
         bias = None if self.bias is None else [self.bias.value]
         return [self._weights().value], bias, tf.cast(inputs, dtype)
 
-    def predict_top_k(self, inputs, k):
+    def top_k(self, inputs, k=None):
         """Exact `(log_probs, indices)` `[batch, k]` of the `k` most probable classes over
         all classes, equal to `tf.math.top_k(self.log_prob(inputs), k)` (indices int32),
-        computed chunk by chunk without the `[batch, num_classes]` logits."""
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) \
-                or not 1 <= k <= self.num_classes:
-            raise ValueError(
-                f"`k` must be an integer in [1, num_classes={self.num_classes}], got {k!r}.")
+        computed chunk by chunk without the `[batch, num_classes]` logits. `k` defaults
+        to the head's `top_k` argument when it is an integer, else 1."""
+        k = self._resolve_k(k)
         weights, bias, x = self._chunked_weights(inputs)
-        return _chunked.top_k(x, weights, bias, k=int(k), chunk_size=self.chunk_size)
-
-    def perplexity(self, inputs, labels, batch_size=1024):
-        """exp(mean exact NLL over all classes), in batches of `batch_size`; a float."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) \
-                or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-        return _chunked.perplexity(self.full_softmax_loss, inputs, labels, int(batch_size))
+        return _chunked.top_k(x, weights, bias, k=k, chunk_size=self.chunk_size)
 
     def full_softmax_loss(self, inputs, labels):
         """Exact per-example NLL `[batch]` over all classes, for evaluation (computed over
@@ -259,47 +217,26 @@ class CandidateSoftmax(keras.layers.Layer):
 
     # ----------------------------------------------------------------- keras plumbing
     def compute_output_shape(self, input_shape):
-        """Shape of the inference output: candidate log-probs `[batch, n]`, or full
-        log-probs `[batch, num_classes]` without candidates. (A training call with
-        positives returns the loss, `[batch]`.)"""
-        if not _is_shape_list(input_shape):
-            k = _chunked.output_top_k(self.top_k, self.num_classes)
-            if k is not None:
-                return (input_shape[0], k), (input_shape[0], k)
-            return (input_shape[0], self.num_classes)
-        if len(input_shape) >= 2:
+        """Shape of the output: the loss `[batch]` given positives, candidate log-probs
+        `[batch, n]` given candidates, else the full inference output."""
+        if _is_shape_list(input_shape) and len(input_shape) == 2:
             return (input_shape[0][0], input_shape[1][1])
-        return (input_shape[0][0], self.num_classes)
+        return super().compute_output_shape(input_shape)
 
-    def compute_output_spec(self, inputs, training=None):
-        x, candidates, positives, _ = self._unpack(inputs)
-        dtype = "float64" if x.dtype == "float64" else "float32"
-        if candidates is None:
-            k = _chunked.output_top_k(self.top_k, self.num_classes)
-            if k is not None:
-                return (keras.KerasTensor((x.shape[0], k), dtype=dtype),
-                        keras.KerasTensor((x.shape[0], k), dtype="int32"))
-            return keras.KerasTensor((x.shape[0], self.num_classes), dtype=dtype)
-        if positives is not None and training:
-            return keras.KerasTensor((x.shape[0],), dtype=dtype)
-        return keras.KerasTensor((x.shape[0], candidates.shape[1]), dtype=dtype,
+    def _inference_spec(self, hidden, context, dtype):
+        if context is None:
+            return super()._inference_spec(hidden, None, dtype)
+        candidates = context[0]
+        return keras.KerasTensor((hidden.shape[0], candidates.shape[1]), dtype=dtype,
                                  ragged=bool(getattr(candidates, "ragged", False)))
 
     def get_config(self):
         config = super().get_config()
+        config.update(self._output_weights_config())
         config.update({
-            "num_classes": self.num_classes,
             "positive": self.positive,
-            "use_bias": self.use_bias,
-            "tied_embedding": None if self.tied_embedding is None
-            else keras.saving.serialize_keras_object(self.tied_embedding),
             "padding_id": self.padding_id,
             "allow_duplicates": self.allow_duplicates,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "top_k": self.top_k,
             "chunk_size": self.chunk_size,
         })
         return config

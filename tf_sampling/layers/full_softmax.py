@@ -16,22 +16,20 @@ import keras
 import tensorflow as tf
 
 from tf_sampling import _chunked
-from tf_sampling.layers import _contract
+from tf_sampling.layers import base
 from tf_sampling.losses import _sampled_logits as _sl
 
 
 @keras.saving.register_keras_serializable(package="tf_sampling")
-class FullSoftmax(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
+class FullSoftmax(base.OutputWeights, base.OutputHead):
     """Exact softmax output layer over `num_classes` classes, in bounded memory.
 
-    The exact reference for the sampled and tree heads, with their calling convention:
+    The exact reference for the sampled and tree heads, with their calling convention
+    (`tfs.layers.OutputHead`):
 
-    - `head([inputs, labels], training=True)` (as in `fit`): adds the mean exact
-      cross-entropy with `add_loss` and returns the per-example loss `[...]`.
-    - `head([inputs, labels], training=False)` (`evaluate`): adds the same exact loss and
-      returns the inference output below, except that with a top-k output (`top_k` an
-      integer, or "auto" above 65536 classes) it returns the per-example loss, so that
-      a functional model has one output structure in `fit` and `evaluate`.
+    - `head([inputs, labels], training=True)` (as in `fit`) and `head([inputs, labels])`
+      (`evaluate`): add the mean exact cross-entropy with `add_loss` and return the
+      per-example loss `[...]`.
     - `head(inputs)`: log-probabilities `[..., num_classes]`, or `(values, indices)` of
       the best classes, as `top_k` says.
 
@@ -70,54 +68,15 @@ class FullSoftmax(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
         # The weights are read at float32 under mixed precision (no autocast copy of the
         # whole kernel); the loss is computed in float32.
         kwargs.setdefault("autocast", False)
-        super().__init__(**kwargs)
-        self.num_classes = _sl.check_positive_int(num_classes, "num_classes")
-        self.use_bias = bool(use_bias)
-        self.top_k = _chunked.check_top_k(top_k, self.num_classes)
+        super().__init__(num_classes, top_k=top_k, **kwargs)
         self.chunk_size = _chunked.check_chunk_size(chunk_size)
-        if isinstance(tied_embedding, dict):
-            tied_embedding = keras.saving.deserialize_keras_object(tied_embedding)
-        if tied_embedding is not None:
-            if not isinstance(tied_embedding, keras.layers.Embedding):
-                raise TypeError("`tied_embedding` must be a keras.layers.Embedding, got "
-                                f"{type(tied_embedding).__name__}.")
-            if tied_embedding.input_dim != self.num_classes:
-                raise ValueError(f"`tied_embedding` has input_dim={tied_embedding.input_dim}, "
-                                 f"but `num_classes` is {self.num_classes}.")
-        self.tied_embedding = tied_embedding
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self._init_output_weights(use_bias, tied_embedding, kernel_initializer,
+                                  bias_initializer, kernel_regularizer, bias_regularizer,
+                                  kernel_constraint, bias_constraint)
 
     # ------------------------------------------------------------------ building
     def build(self, input_shape):
-        dim = self._hidden_shape(input_shape)[-1]
-        if dim is None:
-            raise ValueError("The last dimension of `inputs` must be known to build the head.")
-        if self.tied_embedding is not None:
-            _contract.build_tied_embedding(self.tied_embedding, dim)
-            self._kernel = None
-        else:
-            self._kernel = self.add_weight(
-                name="kernel", shape=(self.num_classes, dim),
-                initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-                constraint=self.kernel_constraint)
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.num_classes,), initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer, constraint=self.bias_constraint)
-        self.built = True
-
-    @property
-    def kernel(self):
-        """The `[num_classes, dim]` output weights (the tied embeddings, if tied)."""
-        if self.tied_embedding is not None:
-            return self.tied_embedding.embeddings
-        return getattr(self, "_kernel", None)
+        self._build_output_weights(input_shape)
 
     # ------------------------------------------------------------------ inputs
     def _prepare(self, inputs):
@@ -128,10 +87,8 @@ class FullSoftmax(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
             raise ValueError(f"`inputs` must have shape [batch, ..., dim], got {inputs.shape}.")
         if not self.built:
             self.build(inputs.shape)
-        lead = None
-        if inputs.shape.rank > 2:
-            lead = tf.shape(inputs)[:-1]
-            inputs = tf.reshape(inputs, [-1, inputs.shape[-1]])
+        base.check_width(inputs, self.kernel.shape[-1])
+        inputs, lead = base.flatten_leading(inputs)
         return tf.cast(inputs, dtype), lead
 
     def _tf_weights(self):
@@ -141,23 +98,6 @@ class FullSoftmax(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
         return kernel, bias
 
     # ------------------------------------------------------------------ forward
-    @tf.autograph.experimental.do_not_convert
-    def call(self, inputs, training=None):
-        hidden, labels = self._split(inputs)
-        if training and labels is None:
-            raise _contract.missing_labels(self)
-        k = _chunked.output_top_k(self.top_k, self.num_classes)
-        if labels is not None:
-            loss = self.full_softmax_loss(hidden, labels)
-            self.add_loss(tf.reduce_mean(loss))
-            # A top-k head's output given labels is the per-example loss, so that a
-            # functional model has one output structure in fit and evaluate.
-            if training or k is not None:
-                return loss
-        if k is not None:
-            return self.predict_top_k(hidden, k)
-        return self.log_prob(hidden)
-
     def full_softmax_loss(self, inputs, labels):
         """Exact per-example cross-entropy `[...]` (the training loss), differentiable.
 
@@ -179,7 +119,7 @@ class FullSoftmax(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
         loss = _chunked.full_softmax_nll(
             x, labels[:, 0], tf.convert_to_tensor(kernel),
             None if bias is None else tf.convert_to_tensor(bias), chunk_size=self.chunk_size)
-        return loss if lead is None else tf.reshape(loss, lead)
+        return base.restore_leading(lead, loss)
 
     def logits(self, inputs):
         """Full `[..., num_classes]` logits (builds the whole matrix)."""
@@ -188,42 +128,26 @@ class FullSoftmax(_contract.FullSoftmaxPlumbing, keras.layers.Layer):
         out = tf.matmul(x, tf.cast(kernel, x.dtype), transpose_b=True)
         if bias is not None:
             out += tf.cast(bias, x.dtype)
-        return out if lead is None else tf.reshape(out, tf.concat([lead, [-1]], 0))
+        return base.restore_leading(lead, out)
 
     def log_prob(self, inputs):
         """Full-softmax log-probabilities `[..., num_classes]` (builds the whole matrix)."""
         return tf.nn.log_softmax(self.logits(inputs))
 
-    def predict_top_k(self, inputs, k):
+    def top_k(self, inputs, k=None):
         """Exact `(log_probs, indices)` `[..., k]` of the k most probable classes, equal to
-        `tf.math.top_k(self.log_prob(inputs), k)` (indices int32), chunk by chunk."""
-        k = _sl.check_positive_int(k, "k")
-        if k > self.num_classes:
-            raise ValueError(f"`k`={k} is larger than `num_classes`={self.num_classes}.")
+        `tf.math.top_k(self.log_prob(inputs), k)` (indices int32), chunk by chunk. `k`
+        defaults to the head's `top_k` argument when it is an integer, else 1."""
+        k = self._resolve_k(k)
         x, lead = self._prepare(inputs)
         kernel, bias = self._tf_weights()
         values, ids = _chunked.top_k(x, [kernel], None if bias is None else [bias], k=k,
                                      chunk_size=self.chunk_size)
-        if lead is not None:
-            shape = tf.concat([lead, [k]], 0)
-            values, ids = tf.reshape(values, shape), tf.reshape(ids, shape)
-        return values, ids
+        return base.restore_leading(lead, values, ids)
 
     # ------------------------------------------------------------------ Keras plumbing
     def get_config(self):
         config = super().get_config()
-        config.update({
-            "num_classes": self.num_classes,
-            "use_bias": self.use_bias,
-            "tied_embedding": (None if self.tied_embedding is None else
-                               keras.saving.serialize_keras_object(self.tied_embedding)),
-            "top_k": self.top_k,
-            "chunk_size": self.chunk_size,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-        })
+        config.update(self._output_weights_config())
+        config["chunk_size"] = self.chunk_size
         return config

@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sampling import trees
-from tf_sampling.layers import _contract
+from tf_sampling.layers import base
 from tf_sampling.losses import _unique_rows
 
 # Above this many classes the tree lives only in the weights, not in get_config().
@@ -54,7 +54,7 @@ def _positive_int(value, name):
 
 
 @keras.saving.register_keras_serializable(package="tf_sampling")
-class HierarchicalSoftmax(keras.layers.Layer):
+class HierarchicalSoftmax(base.OutputHead):
     """Hierarchical softmax over a binary tree of classes.
 
     Args:
@@ -64,21 +64,20 @@ class HierarchicalSoftmax(keras.layers.Layer):
             `trees.two_level_tree`), or a dict from `Tree.to_config()`.
         counts: class counts `[V]` for `tree="huffman"` (non-negative; zeros allowed).
         use_bias: whether inner nodes have a bias.
-        top_k: if set, inference returns `(values, indices)` of the `top_k` best classes
-            instead of all log-probabilities.
+        top_k: inference output. An integer k: `(values, indices)` of the k best classes
+            (the tree search of `top_k`). None: all log-probabilities. "auto" (default):
+            None up to 65536 classes, the top 10 above.
         kernel_initializer: for the `[V-1, dim]` node vectors. Default "zeros", as word2vec's
             `syn1`: every node then starts at 1/2 - 1/2, so the initial model is
             `P(c) = 2^-depth(c)`, which for a Huffman tree is about the class frequency.
         bias_initializer, kernel_regularizer, bias_regularizer: as in `keras.layers.Dense`.
 
-    Call:
-        `layer([inputs, labels], training=True)` (as in `model.fit`): adds the mean exact
-        NLL with `add_loss` and returns the per-example NLL `[batch]`.
-        Otherwise (`layer(inputs)`, or `training` False/None): returns `log_prob(inputs)`
-        `[batch, V]`, or `top_k(inputs, top_k)` if `top_k` is set; with labels it also adds
-        the mean exact NLL, so `model.evaluate` reports the exact loss, and a head with
-        `top_k` set returns the per-example NLL (one output structure in `fit` and
-        `evaluate`). `layer(inputs, training=True)` raises a `ValueError`: training needs
+    Call (`tfs.layers.OutputHead`):
+        `layer([inputs, labels], training=True)` (as in `model.fit`) and
+        `layer([inputs, labels])` (`model.evaluate`): add the mean exact NLL with
+        `add_loss` and return the per-example NLL `[batch]` (the training loss is exact).
+        `layer(inputs)`: `log_prob(inputs)` `[batch, V]`, or `top_k(inputs)` as `top_k`
+        says. `layer(inputs, training=True)` raises a `ValueError`: training needs
         labels. `inputs` is float `[batch, dim]`, `labels` int `[batch]` or `[batch, 1]`
         in `[0, V)`.
 
@@ -92,19 +91,12 @@ class HierarchicalSoftmax(keras.layers.Layer):
         >>> values, ids = head.top_k(x[:8], k=5)   # exact top 5, no full softmax
     """
 
-    def __init__(self, num_classes, tree="huffman", counts=None, use_bias=True, top_k=None,
+    _min_classes = 2
+
+    def __init__(self, num_classes, tree="huffman", counts=None, use_bias=True, top_k="auto",
                  kernel_initializer="zeros", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes = _positive_int(num_classes, "num_classes")
-        if self.num_classes < 2:
-            raise ValueError(f"`num_classes` must be >= 2, got {num_classes}.")
-        if top_k is not None:
-            top_k = _positive_int(top_k, "top_k")
-            if top_k > self.num_classes:
-                raise ValueError(
-                    f"`top_k`={top_k} is larger than `num_classes`={self.num_classes}.")
-        self.default_top_k = top_k
+        super().__init__(num_classes, top_k=top_k, **kwargs)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -248,59 +240,15 @@ class HierarchicalSoftmax(keras.layers.Layer):
         else:
             tree_config = dict(self._tree_spec, stored_in_weights=True)
         config.update({
-            "num_classes": self.num_classes,
             "tree": tree_config,
             "counts": None,  # the tree built from them is saved instead
             "use_bias": self.use_bias,
-            "top_k": self.default_top_k,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
         })
         return config
-
-    def compute_output_shape(self, input_shape):
-        if _is_pair_shape(input_shape):
-            return (input_shape[0][0],)
-        batch = input_shape[0]
-        if self.default_top_k:
-            return ((batch, self.default_top_k), (batch, self.default_top_k))
-        return (batch, self.num_classes)
-
-    def compute_output_spec(self, inputs, training=None):
-        if isinstance(inputs, (list, tuple)):
-            if training or self.default_top_k:
-                return keras.KerasTensor((inputs[0].shape[0],), dtype="float32")
-            inputs = inputs[0]  # evaluation of a full-output head: the log-probabilities
-        batch = inputs.shape[0]
-        if self.default_top_k:
-            k = self.default_top_k
-            return (keras.KerasTensor((batch, k), dtype="float32"),
-                    keras.KerasTensor((batch, k), dtype="int32"))
-        return keras.KerasTensor((batch, self.num_classes), dtype="float32")
-
-    def call(self, inputs, training=None):
-        if isinstance(inputs, (list, tuple)):
-            if len(inputs) != 2:
-                raise ValueError(
-                    f"Pass `[inputs, labels]` or `inputs`; got a list of {len(inputs)}.")
-            x, labels = inputs
-        else:
-            x, labels = inputs, None
-        if training and labels is None:
-            raise _contract.missing_labels(self)
-        if labels is not None:
-            # The training loss is the exact NLL (cheap here), so `val_loss` is exact too.
-            nll = self.full_softmax_loss(x, labels)
-            self.add_loss(tf.reduce_mean(nll))
-            # A top-k head's output given labels is the per-example loss, so that a
-            # functional model has one output structure in fit and evaluate.
-            if training or self.default_top_k:
-                return nll
-        if self.default_top_k:
-            return self.top_k(x, self.default_top_k)
-        return self.log_prob(x)
 
     # ---------------------------------------------------------------- checks
     def _check_inputs(self, x):
@@ -465,7 +413,7 @@ class HierarchicalSoftmax(keras.layers.Layer):
 
         Args:
             inputs: float `[batch, dim]`.
-            k: number of classes (default: the layer's `top_k`, else 1).
+            k: number of classes (default: the layer's `top_k` if an integer, else 1).
             width: frontier entries popped per row and step (default `max(8, 2 * k)`).
             capacity: frontier slots per row (default `max(64, 8 * width)`; > 2 * width).
             max_steps: steps before uncertified rows fall back to `log_prob`
@@ -504,11 +452,7 @@ class HierarchicalSoftmax(keras.layers.Layer):
         return int(steps), float(tf.reduce_mean(tf.cast(exact, tf.float32)))
 
     def _search_params(self, k, width, capacity, max_steps):
-        if k is None:
-            k = self.default_top_k or 1
-        k = _positive_int(k, "k")
-        if k > self.num_classes:
-            raise ValueError(f"`k`={k} is larger than `num_classes`={self.num_classes}.")
+        k = self._resolve_k(k)
         width = max(8, 2 * k) if width is None else _positive_int(width, "width")
         capacity = max(64, 8 * width) if capacity is None else _positive_int(
             capacity, "capacity")

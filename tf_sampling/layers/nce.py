@@ -33,12 +33,5 @@ class NCE(SampledHead):
     _loss_kind = "logistic"
     _true_target = staticmethod(lambda num_true: 1.0 / num_true)
 
-    def __init__(self, num_classes, num_sampled, num_true=1, sampler="log_uniform",
-                 tied_embedding=None, use_bias=True, remove_accidental_hits=False,
-                 subtract_log_q=True, unique=True, top_k="auto", seed=None, samples_per="batch",
-                 **kwargs):
-        super().__init__(
-            num_classes, num_sampled, num_true=num_true, sampler=sampler,
-            tied_embedding=tied_embedding, use_bias=use_bias,
-            remove_accidental_hits=remove_accidental_hits, subtract_log_q=subtract_log_q,
-            unique=unique, top_k=top_k, seed=seed, samples_per=samples_per, **kwargs)
+    _default_remove_accidental_hits = False
+    _default_subtract_log_q = True

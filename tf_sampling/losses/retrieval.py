@@ -24,6 +24,7 @@ per-example loss `[B]` (take `tf.reduce_mean` for a scalar).
 """
 
 import numbers
+import warnings
 
 import tensorflow as tf
 
@@ -78,15 +79,39 @@ def _check_vector(x, name, batch_size, integer):
         return tf.identity(x)
 
 
-def _check_probability(p, name, batch_size):
-    p = _check_vector(p, name, batch_size, integer=False)
-    if p.dtype in (tf.float16, tf.bfloat16):
-        p = tf.cast(p, tf.float32)
-    msg = f"`{name}` must be in (0, 1] (positive, finite, not NaN)"
-    checks = [tf.debugging.assert_positive(p, message=msg),
-              tf.debugging.assert_less_equal(p, tf.ones([], p.dtype), message=msg)]
+def _check_in_range(x, name, batch_size, log):
+    """A float `[B]` vector of probabilities in (0, 1] (or, with `log`, of their logs),
+    checked at run time."""
+    x = _check_vector(x, name, batch_size, integer=False)
+    if x.dtype in (tf.float16, tf.bfloat16):
+        x = tf.cast(x, tf.float32)
+    if log:
+        msg = f"`{name}` must be the log of a probability: <= 0, not -inf, not NaN"
+        low, high = tf.constant(-float("inf"), x.dtype), tf.zeros([], x.dtype)
+    else:
+        msg = f"`{name}` must be in (0, 1] (positive, finite, not NaN)"
+        low, high = tf.zeros([], x.dtype), tf.ones([], x.dtype)
+    checks = [tf.debugging.assert_greater(x, low, message=msg),
+              tf.debugging.assert_less_equal(x, high, message=msg)]
     with tf.control_dependencies(checks):
-        return tf.identity(p)
+        return tf.identity(x)
+
+
+def _resolve_log_q(candidate_log_q, candidate_sampling_probability, batch, fn):
+    """The checked `[B]` log Q from `candidate_log_q`, or from the deprecated
+    `candidate_sampling_probability` (with a DeprecationWarning); None if neither."""
+    if candidate_sampling_probability is None:
+        if candidate_log_q is None:
+            return None
+        return _check_in_range(candidate_log_q, "candidate_log_q", batch, log=True)
+    warnings.warn(f"{fn}: `candidate_sampling_probability` is deprecated and will be removed "
+                  "in the next release; pass its log as `candidate_log_q`.",
+                  DeprecationWarning, stacklevel=3)
+    if candidate_log_q is not None:
+        raise ValueError(f"{fn}: pass `candidate_log_q` only (`candidate_sampling_probability`"
+                         " is its deprecated form).")
+    return tf.math.log(_check_in_range(candidate_sampling_probability,
+                                       "candidate_sampling_probability", batch, log=False))
 
 
 def _check_temperature(temperature):
@@ -165,7 +190,7 @@ def retrieval_logits(query_embeddings, candidate_embeddings, candidate_ids=None,
 # ---------------------------------------------------------------------------- losses
 def in_batch_softmax_loss(query_embeddings, candidate_embeddings, candidate_ids=None,
                           candidate_sampling_probability=None, temperature=1.0,
-                          num_hard_negatives=None):
+                          num_hard_negatives=None, *, candidate_log_q=None):
     """Sampled softmax with in-batch negatives, for two-tower retrieval.
 
     Logits are `<query_i, candidate_j> / temperature`; candidate `i` is the positive of
@@ -178,10 +203,13 @@ def in_batch_softmax_loss(query_embeddings, candidate_embeddings, candidate_ids=
         candidate_ids: optional integer `[B]` item ids. When given, accidental hits are
             removed: a column holding the same item as the row's positive is masked (the
             diagonal excepted).
-        candidate_sampling_probability: optional float `[B]`, the probability `q_j` with
+        candidate_log_q: optional float `[B]`, `log q_j` with `q_j` the probability with
             which item `j` is drawn into a batch (its frequency in the training stream; see
-            `tf_sampling.FrequencyEstimator`). When given, `log q_j` is subtracted from
-            column `j` (Yi et al. 2019's log Q correction). Must be in `(0, 1]`.
+            `tf_sampling.FrequencyEstimator`). When given, it is subtracted from column
+            `j` (Yi et al. 2019's log Q correction). Must be <= 0 and finite. The name of
+            the log-Q argument in every loss and head of this package.
+        candidate_sampling_probability: deprecated: `q_j` itself (in `(0, 1]`); pass
+            `candidate_log_q=tf.math.log(q)` instead.
         temperature: logits are divided by it.
         num_hard_negatives: if set, each row keeps only its `k` largest (corrected, masked)
             negative logits besides the positive.
@@ -194,16 +222,15 @@ def in_batch_softmax_loss(query_embeddings, candidate_embeddings, candidate_ids=
     >>> c = item_tower(item_features)      # [B, d]
     >>> p = estimator(item_ids, training=True)
     >>> loss = tf.reduce_mean(tfs.losses.in_batch_softmax_loss(
-    ...     q, c, candidate_ids=item_ids, candidate_sampling_probability=p))
+    ...     q, c, candidate_ids=item_ids, candidate_log_q=tf.math.log(p)))
     """
     temperature = _check_temperature(temperature)
     num_hard_negatives = _check_hard_negatives(num_hard_negatives)
     q, c = _check_embeddings(query_embeddings, candidate_embeddings)
     batch = _batch_size(c)
-    log_q = ids = None
-    if candidate_sampling_probability is not None:
-        log_q = tf.math.log(_check_probability(candidate_sampling_probability,
-                                               "candidate_sampling_probability", batch))
+    ids = None
+    log_q = _resolve_log_q(candidate_log_q, candidate_sampling_probability, batch,
+                           "in_batch_softmax_loss")
     if candidate_ids is not None:
         ids = _check_vector(candidate_ids, "candidate_ids", batch, integer=True)
     logits = retrieval_logits(q, c, ids, log_q, temperature=temperature)
@@ -214,7 +241,7 @@ def mixed_negative_sampling_loss(query_embeddings, candidate_embeddings, candida
                                  candidate_tower, sampler=None, num_sampled=None,
                                  candidate_sampling_probability=None, subtract_log_q=True,
                                  temperature=1.0, num_hard_negatives=None, unique=True,
-                                 seed=None, sampled_values=None):
+                                 seed=None, sampled_values=None, *, candidate_log_q=None):
     """Mixed negative sampling (Yang et al. 2020): in-batch plus sampled negatives.
 
     The softmax of row `i` runs over the `B` in-batch candidates and `num_sampled` items
@@ -223,7 +250,7 @@ def mixed_negative_sampling_loss(query_embeddings, candidate_embeddings, candida
     log Q: each group is corrected by the log of its candidates' expected count in that
     group, which puts the two groups on one scale (each is then an importance-sampling
     estimate of the full softmax denominator with its own proposal):
-    - in-batch item `j`: `log(B * candidate_sampling_probability[j])`;
+    - in-batch item `j`: `log B + candidate_log_q[j]`;
     - sampled item `s`: `log(sampled_expected_count[s])` from the sampler, i.e.
       `log(num_sampled * sampler.probability(s))` when `unique=False`, and TF's
       `log(1 - (1 - p)^num_tries)` for unique sampling (as `tf.nn.sampled_softmax_loss`).
@@ -242,8 +269,10 @@ def mixed_negative_sampling_loss(query_embeddings, candidate_embeddings, candida
         sampler: a `tf_sampling.samplers.CandidateSampler` (or its serialized config), e.g.
             `UniformSampler(num_items)` for the paper's uniform index sampling.
         num_sampled: number of sampled negatives (with `sampler`).
-        candidate_sampling_probability: float `[B]`, per-draw probability of each in-batch
-            item; required when `subtract_log_q`.
+        candidate_log_q: float `[B]`, the log of the per-draw probability of each
+            in-batch item (<= 0, finite); required when `subtract_log_q`.
+        candidate_sampling_probability: deprecated: that probability itself; pass
+            `candidate_log_q=tf.math.log(p)` instead.
         subtract_log_q: apply the log Q correction above (default True).
         temperature: logits are divided by it.
         num_hard_negatives: optional top-k hard-negative mining over all negatives.
@@ -258,7 +287,7 @@ def mixed_negative_sampling_loss(query_embeddings, candidate_embeddings, candida
     >>> uniform = tfs.samplers.UniformSampler(num_classes=num_items)
     >>> loss = tfs.losses.mixed_negative_sampling_loss(
     ...     q, c, item_ids, candidate_tower=lambda ids: item_tower(ids),
-    ...     sampler=uniform, num_sampled=256, candidate_sampling_probability=p)
+    ...     sampler=uniform, num_sampled=256, candidate_log_q=tf.math.log(p))
     """
     temperature = _check_temperature(temperature)
     num_hard_negatives = _check_hard_negatives(num_hard_negatives)
@@ -295,17 +324,18 @@ def mixed_negative_sampling_loss(query_embeddings, candidate_embeddings, candida
 
     log_q = None
     if subtract_log_q:
-        if candidate_sampling_probability is None:
+        in_batch = _resolve_log_q(candidate_log_q, candidate_sampling_probability, batch,
+                                  "mixed_negative_sampling_loss")
+        if in_batch is None:
             raise ValueError(
-                "`candidate_sampling_probability` is required when `subtract_log_q=True` "
+                "`candidate_log_q` is required when `subtract_log_q=True` "
                 "(pass subtract_log_q=False to train without the log Q correction).")
-        p = _check_probability(candidate_sampling_probability,
-                               "candidate_sampling_probability", batch)
         positive = tf.debugging.assert_positive(
             sampled_expected, message="sampled expected counts must be positive")
         with tf.control_dependencies([positive]):
-            log_q = tf.concat([tf.math.log(tf.cast(batch, p.dtype) * p),
-                               tf.math.log(tf.cast(sampled_expected, p.dtype))], axis=0)
+            log_q = tf.concat([tf.math.log(tf.cast(batch, in_batch.dtype)) + in_batch,
+                               tf.math.log(tf.cast(sampled_expected, in_batch.dtype))],
+                              axis=0)
     logits = retrieval_logits(q, all_candidates, all_ids, log_q, positive_ids=ids,
                               temperature=temperature)
     return _diagonal_softmax_loss(logits, num_hard_negatives)
