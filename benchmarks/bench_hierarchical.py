@@ -30,12 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -141,20 +139,6 @@ def huffman_rows(vocab, seed=0):
                 note=f"max depth {tree.max_depth}")]
 
 
-def format_step_table(rows):
-    by_key = {(r.vocab, r.method): r for r in rows}
-    lines = [f"{'V':>8}  {'method':<28} {'step ms':>9} {'CPU ms':>9} {'x raw':>7} "
-             f"{'full/this':>10}  note", "-" * 100]
-    for r in rows:
-        raw = by_key.get((r.vocab, r.raw)) if r.raw else None
-        full = by_key.get((r.vocab, "full softmax"))
-        x_raw = f"{r.ms / raw.ms:7.3f}" if raw is not None else f"{'-':>7}"
-        vs_full = f"{full.ms / r.ms:10.1f}" if full is not None else f"{'-':>10}"
-        lines.append(f"{r.vocab:>8}  {r.method:<28} {r.ms:9.2f} {r.cpu_ms:9.2f} {x_raw} "
-                     f"{vs_full}  {r.note}")
-    return "\n".join(lines)
-
-
 def format_top_k_table(rows):
     by_key = {(r.vocab, r.method): r for r in rows}
     lines = [f"{'V':>8}  {'method':<38} {'ms':>9} {'CPU ms':>9} {'full/this':>10}  note",
@@ -169,43 +153,30 @@ def format_top_k_table(rows):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--vocab", default="1e4,1e5,5e5,1e6",
-                   help="comma-separated vocabulary sizes for tables 1 and 2")
-    p.add_argument("--huffman-vocab", default="1e6,1e7",
+    bench_losses.add_step_arguments(p, vocab="1e4,1e5,5e5,1e6", reps=20, full_reps=3,
+                                    warmup=2)
+    p.add_argument("--huffman-vocab", type=bench_losses.vocab_sizes, default="1e6,1e7",
                    help="vocabulary sizes for the Huffman build time (table 3)")
-    p.add_argument("--batch", type=int, default=512)
-    p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--num-sampled", type=int, default=1024)
-    p.add_argument("--reps", type=int, default=20, help="timed steps per method")
-    p.add_argument("--full-reps", type=int, default=3,
-                   help="timed steps of the (slow) full softmax")
     p.add_argument("--top-k-reps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", default="", help="comma-separated: step,topk,huffman")
     args = p.parse_args(argv)
-    cfg = Config(args.batch, args.dim, args.num_sampled, args.reps,
-                 min(args.full_reps, args.reps), args.warmup, args.seed, args.top_k_reps)
-    vocabs = [int(float(v)) for v in args.vocab.split(",") if v]
+    cfg = bench_losses.step_config(args, Config, top_k_reps=args.top_k_reps)
     skip = set(args.skip.split(","))
-    devices = [d.device_type for d in tf.config.list_logical_devices()]
-    print(f"TF {tf.__version__}, Keras {keras.__version__}, {platform.processor() or 'cpu'}, "
-          f"{os.cpu_count()} CPUs, devices {devices}, load average {os.getloadavg()[0]:.1f}")
+    print(f"{bench_losses.setting()}, load average {os.getloadavg()[0]:.1f}")
     print(f"B={cfg.batch} d={cfg.dim} num_sampled={cfg.num_sampled}; median times")
     results = {}
     if "step" not in skip:
-        rows = [r for v in vocabs for r in step_rows(v, cfg)]
+        rows = [r for v in args.vocab for r in step_rows(v, cfg)]
         print("\nTraining step (SGD apply, round-robin; x raw = this / sampled softmax)")
-        print(format_step_table(rows))
+        print(bench_losses.format_table(rows))
         results["step"] = rows
     if "topk" not in skip:
-        rows = [r for v in vocabs for r in top_k_rows(v, cfg)]
+        rows = [r for v in args.vocab for r in top_k_rows(v, cfg)]
         print(f"\nExact top-k latency, batch {cfg.batch} (full/this = speed-up)")
         print(format_top_k_table(rows))
         results["topk"] = rows
     if "huffman" not in skip:
-        rows = [r for v in args.huffman_vocab.split(",") if v
-                for r in huffman_rows(int(float(v)), args.seed)]
+        rows = [r for v in args.huffman_vocab for r in huffman_rows(v, args.seed)]
         print("\nHuffman tree build (Zipf(1.1) integer counts; ms is wall time)")
         print(format_top_k_table(rows))
         results["huffman"] = rows

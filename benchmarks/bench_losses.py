@@ -216,18 +216,42 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--vocab", default="10000,100000,500000",
-                   help="comma-separated vocabulary sizes (default: 1e4,1e5,5e5)")
+def vocab_sizes(text):
+    """Comma-separated sizes, such as "1e4,1e5", as integers."""
+    return [int(float(v)) for v in text.split(",") if v]
+
+
+def add_step_arguments(p, vocab, reps, full_reps, warmup):
+    """The options of a step-time table; the scripts that print one (this one and
+    bench_hierarchical.py) differ only in these defaults."""
+    p.add_argument("--vocab", type=vocab_sizes, default=vocab,
+                   help=f"comma-separated vocabulary sizes (default: {vocab})")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--num-sampled", type=int, default=1024)
-    p.add_argument("--reps", type=int, default=30, help="timed steps per method")
-    p.add_argument("--full-reps", type=int, default=5,
+    p.add_argument("--reps", type=int, default=reps, help="timed steps per method")
+    p.add_argument("--full-reps", type=int, default=full_reps,
                    help="timed steps of the (slow) full softmax")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=warmup)
     p.add_argument("--seed", type=int, default=0)
+
+
+def step_config(args, cls=Config, **extra):
+    """The `Config` (or subclass `cls`, with its `extra` fields) of `add_step_arguments`."""
+    return cls(args.batch, args.dim, args.num_sampled, args.reps,
+               min(args.full_reps, args.reps), args.warmup, args.seed, **extra)
+
+
+def setting():
+    """Library versions, CPU and TF's devices, for a table's header."""
+    devices = [d.device_type for d in tf.config.list_logical_devices()]
+    return (f"TF {tf.__version__}, Keras {keras.__version__}, {platform.processor() or 'cpu'}, "
+            f"{os.cpu_count()} CPUs, devices {devices}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_step_arguments(p, vocab="1e4,1e5,5e5", reps=30, full_reps=5, warmup=3)
     p.add_argument("--per-example", choices=["no", "also", "only"], default="no",
                    help="add (also) or run only (only) the per-example vs shared-draw rows")
     p.add_argument("--threads", type=int, default=0,
@@ -238,18 +262,14 @@ def main(argv=None):
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     # Each method is its own tf.function; TF's retracing warning does not apply.
     tf.get_logger().setLevel("ERROR")
-    cfg = Config(args.batch, args.dim, args.num_sampled, args.reps,
-                 min(args.full_reps, args.reps), args.warmup, args.seed)
-    vocabs = [int(float(v)) for v in args.vocab.split(",")]
+    cfg = step_config(args)
 
-    devices = [d.device_type for d in tf.config.list_logical_devices()]
-    print(f"TF {tf.__version__}, Keras {keras.__version__}, {platform.processor() or 'cpu'}, "
-          f"{os.cpu_count()} CPUs, devices {devices}")
+    print(setting())
     print(f"B={cfg.batch} d={cfg.dim} num_sampled={cfg.num_sampled} reps={cfg.reps} "
           f"(full softmax: {cfg.full_reps}); threads {args.threads or 'default'}; "
           "median step time, SGD apply, round-robin")
     rows = []
-    for vocab in vocabs:
+    for vocab in args.vocab:
         sections = {"no": SECTIONS, "also": SECTIONS + [per_example_rows],
                     "only": [per_example_rows]}[args.per_example]
         for section in sections:

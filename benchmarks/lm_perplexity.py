@@ -1,11 +1,12 @@
 """Language-model perplexity on WikiText-2: every output head against the full softmax, one run.
 
 Trains the NPLM of `examples/language_model.py` (Bengio et al. 2003; with `--arch lstm` or
-`both`, its LSTM too) once per output head, with the same body, initial body weights,
+`both`, its LSTM too) once per output head, with that example's own model builder, training
+loop and evaluator (`language_model.train`), and the same body, initial body weights,
 optimizer (`--optimizer`, Adam by default), learning rate, batch, epochs and data order:
 
-* `full`: the reference, a plain `keras.layers.Dense(V)` trained with
-  `SparseCategoricalCrossentropy(from_logits=True)`;
+* `full`: the reference, the example's exact softmax (`FullSoftmax` of
+  `examples/_heads.py`: logits `h W^T + b` over all V classes, sparse softmax cross-entropy);
 * `sampled`: `tfs.layers.SampledSoftmax` (`--num-sampled` classes from `--sampler`);
 * `nce`: `tfs.layers.NCE` (same sampler and number of samples);
 * `hierarchical`: `tfs.layers.HierarchicalSoftmax` over a Huffman tree of the training counts;
@@ -43,26 +44,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import math  # noqa: E402
 import shlex  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_HERE)
-sys.path.insert(0, os.path.join(_ROOT, "examples"))
-try:
-    import tf_sampling as tfs  # noqa: E402
-except ImportError:  # a checkout without `pip install -e .`
-    sys.path.insert(0, _ROOT)
-    import tf_sampling as tfs  # noqa: E402
+import _common  # noqa: E402
+
+_common.use_examples()
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import _corpus  # noqa: E402
-import _heads  # noqa: E402
+import tf_sampling as tfs  # noqa: E402
 import language_model  # noqa: E402
 from _machine import machine  # noqa: E402
 
@@ -77,7 +70,7 @@ OPTIMIZERS = {
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=os.path.join(_ROOT, "..", "shared", "data"),
+    p.add_argument("--data-dir", default=_common.SHARED_DATA,
                    help="folder with wikitext-2/wiki.{train,valid,test}.tokens, or that "
                         "wikitext-2 folder itself (default: ../shared/data)")
     p.add_argument("--arch", choices=("nplm", "lstm", "both"), default="nplm")
@@ -145,112 +138,16 @@ def data_paths(data_dir):
                      f"{data_dir}/wikitext-2; pass --data-dir.")
 
 
-# ---------------------------------------------------------------------------- models
-class DenseSoftmax:
-    """The reference head: a plain Dense layer whose logits Keras' sparse cross-entropy
-    trains. `full_softmax_loss` gives the same exact NLL interface as the package's heads."""
-
-    def __init__(self, num_classes):
-        self.dense = keras.layers.Dense(num_classes, name="logits")
-        self.supports_jit = True
-
-    def log_prob(self, hidden):
-        return tf.nn.log_softmax(self.dense(hidden))
-
-    def full_softmax_loss(self, hidden, labels):
-        # logsumexp - logit: the sparse cross-entropy's value, without also computing the
-        # softmax that its kernel returns for the gradient (a [batch, V] pass fewer).
-        logits = self.dense(hidden)
-        true = tf.gather(logits, tf.cast(labels, tf.int32)[:, None], batch_dims=1)[:, 0]
-        return tf.reduce_logsumexp(logits, axis=-1) - true
-
-
-def make_head(args, kind, data):
-    V = data.vocab_size
-    if kind == "full":
-        return DenseSoftmax(V)
-    if kind in ("sampled", "nce"):
-        sampler = args.sampler
-        if sampler == "unigram":
-            sampler = _heads.unigram_sampler(data.counts, 1.0, seed=args.seed)
-        hits = {"default": None, "yes": True, "no": False}[args.remove_accidental_hits]
-        return _heads.make_head(kind, V, num_sampled=min(args.num_sampled, V - 1),
-                                sampler=sampler, seed=args.seed, remove_accidental_hits=hits)
-    if kind == "adaptive":
-        return _heads.make_head(kind, V, cutoffs=args.cutoffs, div_value=args.div_value)
-    return _heads.make_head(kind, V, counts=data.counts)
-
-
-def build(args, arch, kind, data):
-    """(training model, body model: context -> hidden [..., h], head).
-
-    The seed is reset first, so every head starts from the same body weights.
-    """
-    keras.utils.set_random_seed(args.seed)
-    V = data.vocab_size
-    embed = keras.layers.Embedding(V, args.emb, name="embedding")
-    if arch == "nplm":
-        context = keras.Input((args.context,), dtype="int32", name="context")
-        label = keras.Input((), dtype="int32", name="label")
-        x = keras.layers.Flatten(name="concat")(embed(context))
-        hidden = keras.layers.Dense(args.hidden, activation="tanh", name="hidden")(x)
-        body = keras.Model(context, hidden, name="nplm_body")
-        flat_hidden, flat_label = hidden, label
-    else:
-        context = keras.Input((None,), dtype="int32", name="context")
-        label = keras.Input((None,), dtype="int32", name="label")
-        hidden = keras.layers.LSTM(args.hidden, return_sequences=True, name="lstm")(
-            embed(context))
-        body = keras.Model(context, hidden, name="lstm_body")
-        # Every position is an example: the head sees [batch * time, hidden].
-        flat_hidden = keras.ops.reshape(hidden, (-1, args.hidden))
-        flat_label = keras.ops.reshape(label, (-1,))
-    head = make_head(args, kind, data)
-    if kind == "full":
-        model = keras.Model(context, head.dense(hidden), name=f"{arch}_full")
-    else:
-        model = keras.Model({"context": context, "label": label},
-                            head([flat_hidden, flat_label]), name=f"{arch}_{kind}")
-    return model, body, head
-
-
-# ---------------------------------------------------------------------------- evaluation
-def eval_batches(args, arch, stream):
-    if arch == "nplm":
-        return _corpus.window_dataset(stream, args.context, args.eval_batch, pad_id=0)
-    return _corpus.sequence_dataset(stream, args.seq_len, max(1, args.eval_batch // args.seq_len))
-
-
-def make_evaluator(args, arch, body, head, jit):
-    """stream -> (exact perplexity over every target, number of targets)."""
-    shape = [None, args.context] if arch == "nplm" else [None, None]
-    label_shape = [None] if arch == "nplm" else [None, None]
-
-    @tf.function(jit_compile=jit, input_signature=[tf.TensorSpec(shape, tf.int32),
-                                                   tf.TensorSpec(label_shape, tf.int32)])
-    def batch_nll(ctx, lab):
-        hidden = tf.reshape(body(ctx, training=False), [-1, args.hidden])
-        nll = tf.cast(head.full_softmax_loss(hidden, tf.reshape(lab, [-1])), tf.float64)
-        return tf.reduce_sum(nll), tf.size(nll)
-
-    def evaluate(stream):
-        total, count = 0.0, 0
-        for batch in eval_batches(args, arch, stream):
-            s, n = batch_nll(batch["context"], batch["label"])
-            total += float(s)
-            count += int(n)
-        return math.exp(total / count), count
-
-    return evaluate
-
-
-def normalization_check(args, arch, body, head, stream, rows=64):
+# ---------------------------------------------------------------------------- training
+def normalization_check(parts, stream, context, seq_len, rows=64):
     """On `rows` valid targets: max |sum_y p(y | x) - 1| of the head's `log_prob`, and max
     |full_softmax_loss - (-log_prob[label])|: the scored NLL is that of a normalized
     distribution over all V classes. Raises if either is off by more than 1e-3."""
-    batch = next(iter(eval_batches(args, arch, stream)))
-    hidden = tf.reshape(body(batch["context"], training=False), [-1, args.hidden])[:rows]
-    labels = tf.reshape(batch["label"], [-1])[:rows]
+    arch = "nplm" if parts[2] is None else "lstm"
+    batch = next(iter(language_model.eval_dataset(stream, arch, context, seq_len)))
+    hidden, labels = language_model.head_inputs(parts, batch["context"], batch["label"])
+    hidden, labels = hidden[:rows], labels[:rows]
+    head = parts[1]
     log_p = tf.cast(head.log_prob(hidden), tf.float64)
     mass_err = float(tf.reduce_max(tf.abs(tf.exp(tf.reduce_logsumexp(log_p, -1)) - 1)))
     picked = -tf.gather(log_p, labels[:, None], batch_dims=1)[:, 0]
@@ -262,109 +159,62 @@ def normalization_check(args, arch, body, head, stream, rows=64):
     return mass_err, nll_err
 
 
-# ---------------------------------------------------------------------------- training
-class Clock(keras.callbacks.Callback):
-    """Steady-state training time: the clock starts after the first execution (tracing,
-    XLA compilation) and stops at the end of training."""
-
-    def __init__(self, sampled):
-        super().__init__()
-        self.sampled = sampled
-        self.start = self.first_steps = self.end = None
-        self.epoch_seconds = []
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.start is None:
-            self.start = time.perf_counter()
-            self.first_steps = batch + 1
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch_t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch_seconds.append(time.perf_counter() - self._epoch_t0)
-        loss = (logs or {}).get("loss")
-        print(f"    epoch {epoch + 1}: {self.epoch_seconds[-1]:.1f} s, training loss "
-              f"{loss:.3f}" + (" (sampled, not exact)" if self.sampled else ""),
-              flush=True)
-
-    def on_train_end(self, logs=None):
-        self.end = time.perf_counter()
+def head_options(args, kind):
+    """The example's `make_head` options of head `kind` (layer defaults unless set)."""
+    if kind in ("sampled", "nce"):
+        hits = {"default": None, "yes": True, "no": False}[args.remove_accidental_hits]
+        return {"num_sampled": args.num_sampled, "sampler": args.sampler,
+                "remove_accidental_hits": hits}
+    if kind == "adaptive":
+        return {"cutoffs": args.cutoffs, "div_value": args.div_value}
+    return {}
 
 
-class EpochEval(keras.callbacks.Callback):
-    """Exact valid perplexity after every epoch; `seconds` is its time, which the caller
-    takes out of the training time."""
+def log_epoch(sampled):
+    def log(epoch, seconds, loss, valid_ppl):
+        print(f"    epoch {epoch + 1}: {seconds:.1f} s, training loss {loss:.3f}"
+              + (" (sampled, not exact)" if sampled else ""), flush=True)
+        if valid_ppl is not None:
+            print(f"    after epoch {epoch + 1}: valid ppl {valid_ppl:.2f}", flush=True)
 
-    def __init__(self, evaluate, stream):
-        super().__init__()
-        self.evaluate, self.stream = evaluate, stream
-        self.valid_ppl, self.seconds = [], 0.0
-
-    def on_epoch_end(self, epoch, logs=None):
-        t = time.perf_counter()
-        self.valid_ppl.append(self.evaluate(self.stream)[0])
-        self.seconds += time.perf_counter() - t
-        print(f"    after epoch {epoch + 1}: valid ppl {self.valid_ppl[-1]:.2f}", flush=True)
+    return log
 
 
-def train_dataset(args, arch, stream, kind):
-    ns = argparse.Namespace(arch=arch, context=args.context, batch_size=args.batch_size,
-                            seq_len=args.seq_len, seed=args.seed)
-    ds = language_model.train_dataset(ns, stream)
-    if kind == "full":  # the plain Keras model: (inputs, targets) for its compiled loss
-        ds = ds.map(lambda d: (d["context"], d["label"]))
-    return ds, language_model.steps_per_epoch(ns, stream)
-
-
-def run_head(args, arch, kind, data):
-    model, body, head = build(args, arch, kind, data)
-    ds, spe = train_dataset(args, arch, data.train, kind)
-    per_exec = max(1, min(args.steps_per_execution, spe // 2))
-    spe = spe // per_exec * per_exec  # whole executions per epoch
-    jit = args.jit == "on"
-    if kind == "full":
-        model.compile(optimizer=OPTIMIZERS[args.optimizer](args.lr),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      steps_per_execution=per_exec, jit_compile=jit)
-    else:  # the head adds its loss
-        model.compile(optimizer=OPTIMIZERS[args.optimizer](args.lr), steps_per_execution=per_exec,
-                      jit_compile=jit)
-    xla = bool(model.jit_compile)
-    evaluate = make_evaluator(args, arch, body, head, jit and bool(
-        getattr(head, "supports_jit", False)))
-    clock = Clock(sampled=kind in ("sampled", "nce"))
-    epoch_eval = EpochEval(evaluate, data.valid) if args.eval_each_epoch else None
-    t0 = time.perf_counter()
-    model.fit(ds, epochs=args.epochs, steps_per_epoch=spe,
-              callbacks=[clock] + ([epoch_eval] if epoch_eval else []),
-              verbose=args.verbose, shuffle=False)
-    paused = epoch_eval.seconds if epoch_eval else 0.0
-    fit_seconds = clock.end - t0 - paused
-    timed_steps = spe * args.epochs - clock.first_steps
-    steady = clock.end - clock.start - paused
-    step_seconds = steady / timed_steps if timed_steps > 0 else fit_seconds / (spe * args.epochs)
-    tokens_per_step = args.batch_size * (args.seq_len if arch == "lstm" else 1)
+def run_head(args, arch, kind, data, batch_size):
+    """Trains and scores one head with the language-model example's own code; the seed,
+    body, optimizer settings and data order are the same for every head."""
+    # NPLM evaluation batches are --eval-batch targets, LSTM ones as many pieces as fit.
+    eval_batch = args.eval_batch if arch == "nplm" else max(1, args.eval_batch // args.seq_len)
+    stats, parts, evaluate = language_model.train(
+        data, kind, arch=arch, epochs=args.epochs, batch_size=batch_size,
+        context=args.context, seq_len=args.seq_len, emb=args.emb, hidden=args.hidden,
+        optimizer=OPTIMIZERS[args.optimizer](args.lr),
+        steps_per_execution=args.steps_per_execution, jit_compile=args.jit == "on",
+        eval_batch_size=eval_batch, validate=args.eval_each_epoch,
+        log=log_epoch(sampled=kind in ("sampled", "nce")), verbose=args.verbose,
+        seed=args.seed, **head_options(args, kind))
+    spe = stats["steps_per_epoch"]
+    tokens_per_step = batch_size * (args.seq_len if arch == "lstm" else 1)
 
     t = time.perf_counter()
     valid_ppl, valid_n = evaluate(data.valid)
     test_ppl, test_n = evaluate(data.test)
     eval_seconds = time.perf_counter() - t
-    mass_err, nll_err = normalization_check(args, arch, body, head, data.valid)
+    mass_err, nll_err = normalization_check(parts, data.valid, args.context, args.seq_len)
     return {"arch": arch, "head": kind, "valid_ppl": valid_ppl, "test_ppl": test_ppl,
             "valid_tokens": valid_n, "test_tokens": test_n,
-            "epoch_seconds": step_seconds * spe, "fit_seconds": fit_seconds,
-            "fit_epoch_seconds": clock.epoch_seconds, "eval_seconds": eval_seconds,
-            "steps_per_epoch": spe, "tokens_per_sec": tokens_per_step / step_seconds,
-            "xla": xla, "params": int(model.count_params()),
+            "epoch_seconds": stats["step_seconds"] * spe, "fit_seconds": stats["train_seconds"],
+            "fit_epoch_seconds": stats["epoch_seconds"], "eval_seconds": eval_seconds,
+            "steps_per_epoch": spe, "tokens_per_sec": tokens_per_step / stats["step_seconds"],
+            "xla": stats["xla"], "params": stats["params"],
             "max_abs_prob_sum_minus_1": mass_err, "max_abs_nll_vs_log_prob": nll_err,
-            "valid_ppl_by_epoch": epoch_eval.valid_ppl if epoch_eval else None}
+            "valid_ppl_by_epoch": stats["valid_ppl_per_epoch"] or None}
 
 
 # ---------------------------------------------------------------------------- report
 def head_note(args, kind, V):
     if kind == "full":
-        return "keras Dense + sparse CE"
+        return "exact softmax"
     if kind in ("sampled", "nce"):
         hits = {"default": "", "yes": ", remove hits", "no": ", keep hits"}[
             args.remove_accidental_hits]
@@ -480,8 +330,7 @@ def main(argv=None):
           f"{load_start[1]:.2f} (5 min)", flush=True)
 
     train_path, valid_path, test_path = data_paths(args.data_dir)
-    data = language_model.load_data(argparse.Namespace(
-        train=train_path, valid=valid_path, test=test_path))
+    data = language_model.load_data(train_path, valid_path, test_path)
     full_train = len(data.train)
     if args.max_train_tokens and args.max_train_tokens < full_train:
         data.train = data.train[:args.max_train_tokens]
@@ -502,23 +351,21 @@ def main(argv=None):
     rows = []
     t_all = time.perf_counter()
     for arch in archs:
-        bs = args.batch_size
-        args.batch_size = bs or (512 if arch == "nplm" else 32)
+        batch_size = args.batch_size or language_model.BATCH_SIZE[arch]
         for kind in args.heads:
             print(f"  {arch} / {kind}:", flush=True)
-            r = run_head(args, arch, kind, data)
-            r.update(epochs=args.epochs, batch_size=args.batch_size)
+            r = run_head(args, arch, kind, data, batch_size)
+            r.update(epochs=args.epochs, batch_size=batch_size)
             rows.append(r)
             print(f"    valid ppl {r['valid_ppl']:.2f}, test ppl {r['test_ppl']:.2f}; "
                   f"{r['epoch_seconds']:.1f} s/epoch ({r['tokens_per_sec']:,.0f} tokens/s), "
                   f"eval {r['eval_seconds']:.1f} s, xla {r['xla']}", flush=True)
-        args.batch_size = bs
     total = time.perf_counter() - t_all
     load_end = os.getloadavg()
 
     bodies = []
     for arch in archs:
-        b = (512 if arch == "nplm" else 32) if args.batch_size is None else args.batch_size
+        b = args.batch_size or language_model.BATCH_SIZE[arch]
         bodies.append(
             f"NPLM: {args.context} context words, emb {args.emb}, tanh {args.hidden}, batch "
             f"{b} targets" if arch == "nplm" else

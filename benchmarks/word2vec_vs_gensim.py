@@ -31,24 +31,18 @@ import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.dirname(_HERE)
-sys.path.insert(0, os.path.join(_ROOT, "examples"))
-try:
-    import tf_sampling as tfs  # noqa: E402
-except ImportError:  # a checkout without `pip install -e .`
-    sys.path.insert(0, _ROOT)
-    import tf_sampling as tfs  # noqa: E402
+import _common  # noqa: E402
 
+_common.use_examples()
 
+import tf_sampling as tfs  # noqa: E402
 import _embedding_eval  # noqa: E402
 import _machine  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_data = os.path.join(_ROOT, "..", "shared", "data")
-    p.add_argument("--data-dir", default=default_data,
+    p.add_argument("--data-dir", default=_common.SHARED_DATA,
                    help="folder with wikitext-2/ and eval/ (default: ../shared/data)")
     p.add_argument("--configs", default="negative,hs",
                    help="comma list of: negative (negative=5), hs (hs=1, negative=0)")
@@ -147,7 +141,8 @@ def main(argv=None):
     sentences = read_sentences(corpus, args.max_lines)
     print(f"# word2vec vs gensim on {corpus} ({len(sentences)} lines)")
     print(f"# machine: {machine()}")
-    print(f"# command: python {' '.join([os.path.relpath(__file__, _ROOT)] + sys.argv[1:])}")
+    script = os.path.relpath(__file__, _common.ROOT)
+    print(f"# command: python {' '.join([script] + sys.argv[1:])}")
     print(f"# dim {args.dim}, window {args.window}, min_count {args.min_count}, sample "
           f"{args.sample}, epochs {args.epochs}, workers {args.workers}, skip-gram")
     trainers = {"tf_sampling": train_ours, "gensim": train_gensim}

@@ -96,13 +96,17 @@ def parse_args(argv=None):
             if getattr(args, split) is None:
                 setattr(args, split, os.path.join(args.data_dir, f"wiki.{split}.tokens"))
     if args.batch_size is None:
-        args.batch_size = 512 if args.arch == "nplm" else 32
+        args.batch_size = BATCH_SIZE[args.arch]
     if args.compare_full == "auto":
         args.compare_full = "yes" if (args.train is None and args.head != "full") else "no"
     return args
 
 
 # ---------------------------------------------------------------------------- data
+# Examples per training step when --batch-size is not given: NPLM targets, LSTM pieces.
+BATCH_SIZE = {"nplm": 512, "lstm": 32}
+
+
 class Data:
     """Token id streams of the three splits, the vocabulary, and what is known of them."""
 
@@ -115,20 +119,23 @@ class Data:
         return len(self.words)
 
 
-def load_data(args):
-    if args.train:
+def load_data(train=None, valid=None, test=None, synthetic_vocab=5000,
+              synthetic_tokens=1_000_000, seed=1):
+    """The text files `train`, `valid`, `test` (valid and test optional), or without
+    `train` a synthetic Zipfian bigram corpus of `synthetic_tokens` training tokens."""
+    if train:
         # Ids sorted by frequency (log_uniform relies on it), <eos> ending every line.
-        vocab = _corpus.Vocab.from_tokens(_corpus.read_lm_lines(args.train, EOS),
+        vocab = _corpus.Vocab.from_tokens(_corpus.read_lm_lines(train, EOS),
                                           extra=(EOS, UNK))
         splits = [_corpus.encode_stream(path, vocab, EOS, UNK) if path else None
-                  for path in (args.train, args.valid, args.test)]
+                  for path in (train, valid, test)]
         return Data(*splits, vocab.words, vocab.counts)
-    src = _zipf_source.ZipfianBigramSource(vocab_size=args.synthetic_vocab, exponent=1.1,
-                                           coupling=6.0, seed=args.seed)
-    n = args.synthetic_tokens
-    train = src.sample(n, seed=args.seed + 1)
-    valid = src.sample(max(n // 10, 1000), seed=args.seed + 2)
-    test = src.sample(max(n // 10, 1000), seed=args.seed + 3)
+    src = _zipf_source.ZipfianBigramSource(vocab_size=synthetic_vocab, exponent=1.1,
+                                           coupling=6.0, seed=seed)
+    n = synthetic_tokens
+    train = src.sample(n, seed=seed + 1)
+    valid = src.sample(max(n // 10, 1000), seed=seed + 2)
+    test = src.sample(max(n // 10, 1000), seed=seed + 3)
     counts = np.bincount(train, minlength=src.vocab_size)
     # Ids in order of training frequency, so that log_uniform fits the corpus.
     order = np.argsort(-counts, kind="stable")
@@ -141,92 +148,107 @@ def load_data(args):
     return data
 
 
-def train_dataset(args, stream):
+def train_dataset(stream, arch, batch_size, context=4, seq_len=35, seed=1):
     """Shuffled batches, repeated forever (fit stops after epochs * steps_per_epoch)."""
-    if args.arch == "nplm":
-        return _corpus.window_dataset(stream, args.context, args.batch_size, pad_id=0,
-                                      shuffle=True, seed=args.seed, epochs=None)
-    return _corpus.sequence_dataset(stream, args.seq_len, args.batch_size, shuffle=True,
-                                    seed=args.seed, epochs=None)
+    if arch == "nplm":
+        return _corpus.window_dataset(stream, context, batch_size, pad_id=0,
+                                      shuffle=True, seed=seed, epochs=None)
+    return _corpus.sequence_dataset(stream, seq_len, batch_size, shuffle=True,
+                                    seed=seed, epochs=None)
 
 
-def eval_dataset(args, stream):
-    if args.arch == "nplm":
-        return _corpus.window_dataset(stream, args.context, 2048, pad_id=0)
-    return _corpus.sequence_dataset(stream, args.seq_len, 64)
+def eval_dataset(stream, arch, context=4, seq_len=35, batch_size=None):
+    """Every target of `stream` once, in order; `batch_size` NPLM targets (default 2048)
+    or LSTM pieces (default 64) per batch."""
+    if arch == "nplm":
+        return _corpus.window_dataset(stream, context, batch_size or 2048, pad_id=0)
+    return _corpus.sequence_dataset(stream, seq_len, batch_size or 64)
 
 
-def steps_per_epoch(args, stream):
+def steps_per_epoch(stream, arch, batch_size, seq_len=35):
     n = len(stream) - 1
-    return n // args.batch_size if args.arch == "nplm" else (n // args.seq_len) // args.batch_size
+    return n // batch_size if arch == "nplm" else (n // seq_len) // batch_size
 
 
 # ---------------------------------------------------------------------------- models
-def build_model(args, data, head_kind):
+def make_head(kind, data, num_sampled=256, sampler="log_uniform", seed=None, **options):
+    """`_heads.make_head(kind, ...)` for `data`'s vocabulary: the Huffman tree of the
+    hierarchical head is built from the training counts, and `sampler="unigram"` (sampled
+    and nce heads) is a fixed unigram sampler of them. `options` go to `_heads.make_head`
+    (e.g. `remove_accidental_hits`; `cutoffs` and `div_value` of the adaptive head)."""
+    V = data.vocab_size
+    if kind in ("sampled", "nce") and sampler == "unigram":
+        sampler = _heads.unigram_sampler(data.counts, 1.0, seed=seed)
+    return _heads.make_head(kind, V, counts=data.counts, num_sampled=min(num_sampled, V - 1),
+                            sampler=sampler, seed=seed, **options)
+
+
+def build_model(data, head_kind, arch="nplm", context=4, emb=64, hidden=128, direct=False,
+                seed=1, **head_options):
     """(training model, features model for serving, head, sequence model or None).
 
     The sequence model (LSTM only) maps a piece to the hidden state at every position, for
     scoring every target; the features model gives the last position's, for serving.
+    `head_options` go to `make_head`. Models built with the same seed and body sizes start
+    from the same body weights, whatever their head.
     """
-    V = data.vocab_size
-    keras.utils.set_random_seed(args.seed)
-    if head_kind in ("sampled", "nce"):
-        sampler = args.sampler
-        if sampler == "unigram":
-            sampler = _heads.unigram_sampler(data.counts, 1.0, seed=args.seed)
-        head = _heads.make_head(head_kind, V, num_sampled=min(args.num_sampled, V - 1),
-                                sampler=sampler, seed=args.seed)
-    else:
-        head = _heads.make_head(head_kind, V, counts=data.counts)
-    embed = keras.layers.Embedding(V, args.emb, name="embedding")
-    if args.arch == "nplm":
-        context = keras.Input((args.context,), dtype="int32", name="context")
+    keras.utils.set_random_seed(seed)
+    embed = keras.layers.Embedding(data.vocab_size, emb, name="embedding")
+    if arch == "nplm":
+        ctx = keras.Input((context,), dtype="int32", name="context")
         label = keras.Input((), dtype="int32", name="label")
-        x = keras.layers.Flatten(name="concat")(embed(context))
-        hidden = keras.layers.Dense(args.hidden, activation="tanh", name="hidden")(x)
-        if args.direct:
-            hidden = keras.layers.Concatenate(name="direct")([hidden, x])
-        out = head([hidden, label])
-        model = keras.Model({"context": context, "label": label}, out, name="nplm")
-        features = keras.Model(context, hidden, name="nplm_features")
-        return model, features, head, None
-    context = keras.Input((None,), dtype="int32", name="context")
-    label = keras.Input((None,), dtype="int32", name="label")
-    lstm = keras.layers.LSTM(args.hidden, return_sequences=True, name="lstm")
-    seq = lstm(embed(context))
-    # Every position is an example: the head sees [batch * time, hidden].
-    hidden = keras.ops.reshape(seq, (-1, args.hidden))
-    labels = keras.ops.reshape(label, (-1,))
-    out = head([hidden, labels])
-    model = keras.Model({"context": context, "label": label}, out, name="lstm_lm")
-    # Serving predicts the word after the last input token.
-    features = keras.Model(context, seq[:, -1, :], name="lstm_features")
-    return model, features, head, keras.Model(context, seq, name="lstm_sequence")
+        x = keras.layers.Flatten(name="concat")(embed(ctx))
+        h = keras.layers.Dense(hidden, activation="tanh", name="hidden")(x)
+        if direct:
+            h = keras.layers.Concatenate(name="direct")([h, x])
+        features, sequence = keras.Model(ctx, h, name="nplm_features"), None
+        head_in = [h, label]
+    else:
+        ctx = keras.Input((None,), dtype="int32", name="context")
+        label = keras.Input((None,), dtype="int32", name="label")
+        seq = keras.layers.LSTM(hidden, return_sequences=True, name="lstm")(embed(ctx))
+        # Serving predicts the word after the last input token.
+        features = keras.Model(ctx, seq[:, -1, :], name="lstm_features")
+        sequence = keras.Model(ctx, seq, name="lstm_sequence")
+        # Every position is an example: the head sees [batch * time, hidden].
+        head_in = [keras.ops.reshape(seq, (-1, hidden)), keras.ops.reshape(label, (-1,))]
+    # The head is made after the body: making a layer draws the seeds of its initializers
+    # from the global seed, and heads differ in how many they draw.
+    head = make_head(head_kind, data, seed=seed, **head_options)
+    model = keras.Model({"context": ctx, "label": label}, head(head_in),
+                        name=f"{arch}_{head_kind}")
+    return model, features, head, sequence
 
 
-def make_evaluator(args, parts):
+def head_inputs(parts, context, labels):
+    """The head's inputs for a batch: (hidden states [n, h], labels [n]), one row per
+    target. `parts` is `(features, head, sequence model or None)` from `build_model`."""
+    features, _, sequence = parts
+    if sequence is None:
+        return features(context, training=False), labels
+    hidden = sequence(context, training=False)
+    return tf.reshape(hidden, [-1, hidden.shape[-1]]), tf.reshape(labels, [-1])
+
+
+def make_evaluator(parts, context=4, seq_len=35, batch_size=None, jit_compile=None):
     """A function stream -> (exp(mean exact NLL) over every target, number of targets).
 
-    `parts` is `(features, head, sequence model or None)` from `build_model`.
+    `parts` is `(features, head, sequence model or None)` from `build_model`; batches as
+    `eval_dataset`'s.
     """
-    features, head, sequence = parts
-    shape = [None, args.context] if sequence is None else [None, None]
-    label_shape = [None] if sequence is None else [None, None]
+    head, arch = parts[1], "nplm" if parts[2] is None else "lstm"
+    shape = [None, context] if arch == "nplm" else [None, None]
+    label_shape = [None] if arch == "nplm" else [None, None]
 
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.int32),
-                                  tf.TensorSpec(label_shape, tf.int32)])
+    @tf.function(jit_compile=jit_compile, input_signature=[
+        tf.TensorSpec(shape, tf.int32), tf.TensorSpec(label_shape, tf.int32)])
     def batch_nll(ctx, lab):
-        if sequence is None:
-            hidden = features(ctx, training=False)
-        else:
-            hidden = tf.reshape(sequence(ctx, training=False), [-1, args.hidden])
-            lab = tf.reshape(lab, [-1])
-        nll = tf.cast(head.full_softmax_loss(hidden, lab), tf.float64)
+        nll = tf.cast(head.full_softmax_loss(*head_inputs(parts, ctx, lab)), tf.float64)
         return tf.reduce_sum(nll), tf.size(nll)
 
     def evaluate(stream):
         total, count = 0.0, 0
-        for batch in eval_dataset(args, stream):
+        for batch in eval_dataset(stream, arch, context, seq_len, batch_size):
             s, n = batch_nll(batch["context"], batch["label"])
             total += float(s)
             count += int(n)
@@ -242,17 +264,24 @@ def unigram_perplexity(train, stream, vocab_size):
     return float(np.exp(-logp[stream[1:]].mean()))
 
 
+def print_valid_ppl(epoch, seconds, loss, valid_ppl):
+    if valid_ppl is not None:
+        print(f"  epoch {epoch + 1}: exact valid perplexity {valid_ppl:.2f}", flush=True)
+
+
 class Monitor(keras.callbacks.Callback):
     """Exact validation perplexity after every epoch, and steady-state training time.
 
     The clock starts after the first `train_function` call (which includes tracing) and
-    leaves out the validation passes, so tokens/s compares heads fairly.
+    leaves out the validation passes, so tokens/s compares heads fairly. After every epoch
+    `log(epoch, training seconds of the epoch, training loss, valid perplexity or None)`.
     """
 
-    def __init__(self, validate=None):
+    def __init__(self, validate=None, log=print_valid_ppl):
         super().__init__()
-        self.validate = validate
+        self.validate, self.log = validate, log
         self.history = []
+        self.epoch_seconds = []
         self.start = None
         self.paused = 0.0
         self.end = None
@@ -262,51 +291,91 @@ class Monitor(keras.callbacks.Callback):
             self.start = time.perf_counter()
             self.first_steps = batch + 1
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
-        if self.validate is None:
-            return
         t = time.perf_counter()
-        ppl = self.validate()
-        self.paused += time.perf_counter() - t
-        self.history.append(ppl)
-        print(f"  epoch {epoch + 1}: exact valid perplexity {ppl:.2f}", flush=True)
+        self.epoch_seconds.append(t - self._epoch_start)
+        ppl = None
+        if self.validate is not None:
+            ppl = self.validate()
+            self.paused += time.perf_counter() - t
+            self.history.append(ppl)
+        if self.log is not None:
+            self.log(epoch, self.epoch_seconds[-1], (logs or {}).get("loss"), ppl)
 
     def on_train_end(self, logs=None):
         self.end = time.perf_counter()
 
 
-def train(args, data, head_kind, epochs, steps=None, validate=True):
-    """Trains one model for `epochs` epochs (or `steps` steps, one "epoch").
+def train(data, head_kind, arch="nplm", epochs=2, steps=None, batch_size=None, context=4,
+          seq_len=35, emb=64, hidden=128, direct=False, optimizer=None, lr=2e-3,
+          steps_per_execution=8, jit_compile="auto", eval_batch_size=None, validate=True,
+          log=print_valid_ppl, verbose=1, seed=1, **head_options):
+    """Builds (`build_model`) and trains one model for `epochs` epochs (or `steps` steps,
+    one "epoch"), with `optimizer` (default Adam(`lr`)).
 
-    Returns (results dict, (features, head, sequence model), evaluate function).
+    The epoch is cut to whole executions of `steps_per_execution` steps. With `validate`,
+    the exact valid perplexity is scored after every epoch (`log` reports it) and left out
+    of the training time. `jit_compile=True` also compiles the evaluator where the head
+    supports XLA. Returns (stats, (features, head, sequence model), evaluate function);
+    stats has the steady-state `step_seconds` (after the first execution; over all steps
+    if there is no other) and `tokens_per_sec` (None then), `train_seconds` (all of fit,
+    without validation), `epoch_seconds` (each epoch's training time) and `xla`.
     """
-    model, features, head, sequence = build_model(args, data, head_kind)
+    batch_size = batch_size or BATCH_SIZE[arch]
+    model, features, head, sequence = build_model(
+        data, head_kind, arch=arch, context=context, emb=emb, hidden=hidden, direct=direct,
+        seed=seed, **head_options)
     parts = (features, head, sequence)
-    evaluate = make_evaluator(args, parts)
-    spe = steps_per_epoch(args, data.train)
+    evaluate = make_evaluator(parts, context, seq_len, eval_batch_size, jit_compile=bool(
+        jit_compile is True and getattr(head, "supports_jit", False)))
+    spe = steps_per_epoch(data.train, arch, batch_size, seq_len)
     if spe < 2:
         raise ValueError("The training corpus is smaller than two batches; lower --batch-size.")
     if steps is not None:
         spe, epochs = steps, 1
     # Keras runs whole executions of steps_per_execution steps: keep epochs a multiple.
-    per_exec = max(1, min(args.steps_per_execution, spe // 2))
+    per_exec = max(1, min(steps_per_execution, spe // 2))
     spe = spe // per_exec * per_exec
-    model.compile(optimizer=keras.optimizers.Adam(args.lr), steps_per_execution=per_exec)
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(lr),
+                  steps_per_execution=per_exec, jit_compile=jit_compile)
     monitor = Monitor((lambda: evaluate(data.valid)[0])
-                      if validate and data.valid is not None else None)
+                      if validate and data.valid is not None else None, log=log)
     t0 = time.perf_counter()
-    model.fit(train_dataset(args, data.train), epochs=epochs, steps_per_epoch=spe,
-              callbacks=[monitor], verbose=args.verbose, shuffle=False)
+    model.fit(train_dataset(data.train, arch, batch_size, context, seq_len, seed),
+              epochs=epochs, steps_per_epoch=spe, callbacks=[monitor], verbose=verbose,
+              shuffle=False)
     wall = monitor.end - t0 - monitor.paused
-    tokens_per_step = args.batch_size * (args.seq_len if args.arch == "lstm" else 1)
+    tokens_per_step = batch_size * (seq_len if arch == "lstm" else 1)
     timed_steps = spe * epochs - monitor.first_steps
     steady = monitor.end - monitor.start - monitor.paused
-    out = {"head": head_kind, "epochs": epochs, "steps": spe * epochs,
-           "train_seconds": round(wall, 2),
-           "tokens_per_sec": round(timed_steps * tokens_per_step / steady)
+    step_seconds = steady / timed_steps if timed_steps > 0 else wall / (spe * epochs)
+    out = {"head": head_kind, "epochs": epochs, "steps_per_epoch": spe,
+           "steps": spe * epochs, "train_seconds": wall, "step_seconds": step_seconds,
+           "tokens_per_sec": timed_steps * tokens_per_step / steady
            if timed_steps > 0 else None,
-           "valid_ppl_per_epoch": [round(p, 3) for p in monitor.history] or None}
+           "epoch_seconds": monitor.epoch_seconds, "valid_ppl_per_epoch": monitor.history,
+           "xla": bool(model.jit_compile), "params": int(model.count_params())}
     return out, parts, evaluate
+
+
+def model_options(args):
+    """`train`'s keyword arguments from the command line, but for the head and epochs."""
+    return {"arch": args.arch, "batch_size": args.batch_size, "context": args.context,
+            "seq_len": args.seq_len, "emb": args.emb, "hidden": args.hidden,
+            "direct": args.direct, "lr": args.lr, "num_sampled": args.num_sampled,
+            "sampler": args.sampler, "steps_per_execution": args.steps_per_execution,
+            "verbose": args.verbose, "seed": args.seed}
+
+
+def reported(stats):
+    """`train`'s stats as the RESULT line gives them (rounded)."""
+    tps = stats["tokens_per_sec"]
+    return dict(stats, train_seconds=round(stats["train_seconds"], 2),
+                tokens_per_sec=None if tps is None else round(tps),
+                valid_ppl_per_epoch=[round(p, 3) for p in stats["valid_ppl_per_epoch"]] or None)
 
 
 def main(argv=None):
@@ -314,7 +383,8 @@ def main(argv=None):
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    data = load_data(args)
+    data = load_data(args.train, args.valid, args.test, args.synthetic_vocab,
+                     args.synthetic_tokens, args.seed)
     src = data.source
     print(f"corpus: {'synthetic Zipfian bigram source' if src else args.train}; vocabulary "
           f"{data.vocab_size:,}; tokens train {len(data.train):,}"
@@ -333,7 +403,8 @@ def main(argv=None):
     if eval_split is not None:
         result["unigram_ppl"] = unigram_perplexity(data.train, eval_split, data.vocab_size)
 
-    stats, parts, evaluate = train(args, data, args.head, args.epochs)
+    stats, parts, evaluate = train(data, args.head, epochs=args.epochs, **model_options(args))
+    stats = reported(stats)
     features, head, _ = parts
     result.update({k: stats[k] for k in ("train_seconds", "tokens_per_sec",
                                           "valid_ppl_per_epoch")})
@@ -358,7 +429,9 @@ def main(argv=None):
         print(f"  unigram baseline perplexity {result['unigram_ppl']:.2f}")
 
     if args.compare_full == "yes" and args.head != "full":
-        full, _, _ = train(args, data, "full", 1, steps=args.compare_steps, validate=False)
+        full, _, _ = train(data, "full", steps=args.compare_steps, validate=False,
+                           **model_options(args))
+        full = reported(full)
         result["full_tokens_per_sec"] = full["tokens_per_sec"]
         result["speedup_vs_full"] = stats["tokens_per_sec"] / full["tokens_per_sec"]
         print(f"full softmax, same model and data: {full['tokens_per_sec']:,} tokens/s "

@@ -41,3 +41,25 @@ def assert_cells(counts, p, alpha=1e-6, min_expected=20.0):
     z, cells, worst = max_abs_z(counts, p, min_expected)
     cut = bonferroni_z(cells, alpha)
     assert z < cut, f"class {worst} is {z:.1f} sigma off (cut {cut:.2f} over {cells} cells)"
+
+
+def chi2_bound(df):
+    """df + 6 sqrt(2 df): a chi-square statistic with df degrees of freedom exceeds it with
+    probability below 1e-6 (normal approximation)."""
+    return df + 6.0 * np.sqrt(2.0 * df)
+
+
+def chi_square(counts, p):
+    """Chi-square of counts against probabilities p (classes with p == 0 must be empty);
+    cells with expected count < 20 are pooled so the approximation holds."""
+    n = counts.sum()
+    expected = p * n
+    big = expected >= 20
+    small = (~big) & (p > 0)
+    stat = np.sum((counts[big] - expected[big]) ** 2 / expected[big])
+    cells = big.sum()
+    if small.any():
+        e, o = expected[small].sum(), counts[small].sum()
+        stat += (o - e) ** 2 / e
+        cells += 1
+    return stat, cells - 1

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+from _helpers import value_and_grads
 from _stats import assert_cells
 from tf_sampling.ops import _unique
 
@@ -66,15 +67,6 @@ def _dense(rows, log_q=None, pad=-1):
     return ids, mask, lq
 
 
-def _tf_loss_and_grads(fn, w, b, x):
-    w, b, x = tf.Variable(w), tf.Variable(b), tf.Variable(x)
-    with tf.GradientTape() as tape:
-        loss = fn(w, b, x)
-        total = tf.reduce_sum(loss * tf.range(1.0, B + 1.0, dtype=loss.dtype))
-    grads = tape.gradient(total, [x, w, b])
-    return [loss.numpy()] + [tf.convert_to_tensor(g).numpy() for g in grads]
-
-
 def _close(ours, ref, tol):
     for name, a, r in zip(["loss", "d_inputs", "d_weights", "d_biases"], ours, ref):
         np.testing.assert_allclose(a, r, rtol=tol, atol=tol, err_msg=name)
@@ -100,7 +92,7 @@ def test_loss_matches_numpy_values_and_gradients(layout, by, with_log_q):
     def fn(w_, b_, x_):
         return tfs.losses.candidate_softmax_loss(w_, b_, x_, cands, **pos_kw, **kw)
 
-    _close(_tf_loss_and_grads(fn, w, b, x), ref, 2e-5)
+    _close(value_and_grads(fn, w, b, x), ref, 2e-5)
 
 
 @pytest.mark.parametrize("layout", ["ragged", "dense"])
@@ -118,7 +110,7 @@ def test_float64_duplicates_and_shards_match_numpy_tightly(layout):
         return tfs.losses.candidate_softmax_loss(shards, b_, x_, cands, positive_index=pos,
                                                  candidate_mask=mask, allow_duplicates=True)
 
-    _close(_tf_loss_and_grads(fn, w, b, x), ref, 1e-10)
+    _close(value_and_grads(fn, w, b, x), ref, 1e-10)
 
 
 def test_no_bias_positive_as_column_and_first_id_match():
@@ -652,10 +644,10 @@ def test_per_example_with_one_shared_sample_equals_tf(kind):
     ours = {"softmax": tfs.losses.per_example_sampled_softmax_loss,
             "nce": tfs.losses.per_example_nce_loss}[kind]
     ref = {"softmax": tf.nn.sampled_softmax_loss, "nce": tf.nn.nce_loss}[kind]
-    got = _tf_loss_and_grads(lambda w_, b_, x_: ours(
+    got = value_and_grads(lambda w_, b_, x_: ours(
         w_, b_, labels, x_, 5, V, num_true=2, sampled_values=tiled,
         remove_accidental_hits=True), w, b, x)
-    want = _tf_loss_and_grads(lambda w_, b_, x_: ref(
+    want = value_and_grads(lambda w_, b_, x_: ref(
         w_, b_, labels, x_, 5, V, num_true=2, sampled_values=shared,
         remove_accidental_hits=True), w, b, x)
     _close(got, want, 1e-5)

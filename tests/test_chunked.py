@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+from _helpers import without_package
 from tf_sampling import _chunked
 
 V, D, B = 300, 6, 9
@@ -348,17 +349,9 @@ def test_evaluate_and_predict_at_3e6_classes_in_bounded_memory():
     assert out["loss"] == pytest.approx(out["ref"], rel=1e-5)
 
 
-_SERVE = textwrap.dedent(r"""
-    import importlib.abc, json, resource, sys
+_SERVE = without_package(r"""
+    import json, resource, sys
     import numpy as np
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "tf_sampling" or name.startswith("tf_sampling."):
-                raise ImportError("tf_sampling must not be needed to serve")
-            return None
-
-    sys.meta_path.insert(0, Block())
     import tensorflow as tf
     path = sys.argv[1]
     served = tf.saved_model.load(path).signatures["serving_default"]

@@ -8,22 +8,14 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
-from _stats import assert_cells
+from _helpers import AddSquareLoss, SamplerHolder, sampler_model
+from _stats import assert_cells, chi2_bound, chi_square
 from tf_sampling.samplers.dynamic_alias import DynamicAliasSampler
 
 
 def chi2_ok(counts, p):
-    n = counts.sum()
-    e = p * n
-    big = e >= 20
-    small = (~big) & (p > 0)
-    stat = np.sum((counts[big] - e[big]) ** 2 / e[big])
-    cells = big.sum()
-    if small.any():
-        stat += (counts[small].sum() - e[small].sum()) ** 2 / e[small].sum()
-        cells += 1
-    df = cells - 1
-    return stat < df + 6 * np.sqrt(2 * df), (stat, df)
+    stat, df = chi_square(counts, p)
+    return stat < chi2_bound(df), (stat, df)
 
 
 def draw_counts(s, n, seed, v):
@@ -195,47 +187,12 @@ def test_checkpoint_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@keras.saving.register_keras_serializable(package="tf_sampling_tests_dynamic")
-class DynamicHolder(keras.layers.Layer):
-    """A minimal layer owning a sampler, as the output heads do."""
-
-    supports_jit = False  # the alias ops have no XLA kernel
-
-    def __init__(self, sampler, **kwargs):
-        super().__init__(**kwargs)
-        self.sampler = tfs.samplers.get(sampler)
-
-    def call(self, labels, training=False):
-        labels = tf.cast(labels, tf.int64)
-        out = self.sampler.sample(labels, 3, unique=True)
-        if training:
-            self.sampler.update(labels)
-        return out.true_expected_count
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "sampler": tfs.samplers.serialize(self.sampler)}
-
-
-@keras.saving.register_keras_serializable(package="tf_sampling_tests_dynamic")
-class SquareLoss(keras.layers.Layer):
-    def call(self, x):
-        self.add_loss(keras.ops.mean(keras.ops.square(x)))
-        return x
-
-
 def test_model_fit_learns_and_keras_round_trip(tmp_path):
     v = 8
     s = tfs.samplers.get("dynamic_alias", num_classes=v, seed=4, max_pending=5,
                          initial_weights=[1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
     assert isinstance(s, DynamicAliasSampler)
-    x = keras.Input((3,))
-    labels = keras.Input((1,), dtype="int64")
-    ec = DynamicHolder(s)(labels)
-    model = keras.Model([x, labels], SquareLoss()(keras.layers.Dense(1)(x) * ec))
-    model.compile(optimizer="sgd")
+    model = sampler_model(s, num_sampled=3)
     y = np.array([[1], [1], [2], [6], [1], [0]], np.int64)
     xs = np.ones((6, 3), np.float32)
     model.fit([xs, y], batch_size=2, epochs=2, verbose=0)  # 6 graph-mode steps
@@ -249,7 +206,7 @@ def test_model_fit_learns_and_keras_round_trip(tmp_path):
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
-    holder = [layer for layer in loaded.layers if isinstance(layer, DynamicHolder)][0]
+    holder = [layer for layer in loaded.layers if isinstance(layer, SamplerHolder)][0]
     t = holder.sampler
     assert isinstance(t, DynamicAliasSampler)
     assert t.get_config() == s.get_config()
@@ -303,7 +260,7 @@ def test_initial_weights_are_saved_as_weights_not_in_the_config(tmp_path):
     config = s.get_config()
     assert "initial_weights" not in config and len(json.dumps(config)) < 1000
     labels = keras.Input((1,), dtype="int64")
-    model = keras.Model(labels, SquareLoss()(DynamicHolder(s)(labels)))
+    model = keras.Model(labels, AddSquareLoss()(SamplerHolder(s, num_sampled=3)(labels)))
     path = str(tmp_path / "m.keras")
     model.save(path)
     for old_format in (False, True):
@@ -321,7 +278,7 @@ def test_initial_weights_are_saved_as_weights_not_in_the_config(tmp_path):
                     dst.writestr(item, data)
             path = old
         loaded = keras.models.load_model(path)
-        t = [layer for layer in loaded.layers if isinstance(layer, DynamicHolder)][0].sampler
+        t = [layer for layer in loaded.layers if isinstance(layer, SamplerHolder)][0].sampler
         np.testing.assert_array_equal(t.class_weights.numpy(), w)
         np.testing.assert_array_equal(t.alias_table.numpy(), s.alias_table.numpy())
         assert "initial_weights" not in t.get_config()

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+from _helpers import value_and_grads
 
 V, D, B, S = 1000, 16, 24, 64
 
@@ -22,16 +23,6 @@ def _data(num_true, seed=0, dtype=np.float32, scale=0.3):
 def _sampled(labels, num_true, seed=1):
     return tf.random.log_uniform_candidate_sampler(
         labels, num_true=num_true, num_sampled=S, unique=True, range_max=V, seed=seed)
-
-
-def _value_and_grads(fn, w, b, x):
-    w, b, x = tf.Variable(w), tf.Variable(b), tf.Variable(x)
-    with tf.GradientTape() as tape:
-        loss = fn(w, b, x)
-        # A non-uniform weighting so that a per-example error cannot cancel out.
-        total = tf.reduce_sum(loss * tf.range(1.0, B + 1.0, dtype=loss.dtype))
-    grads = tape.gradient(total, [x, w, b])
-    return [loss.numpy()] + [tf.convert_to_tensor(g).numpy() for g in grads]
 
 
 def _assert_all_close(ours, ref):
@@ -60,7 +51,7 @@ def test_equals_tf_values_and_gradients(kind, num_true, remove_hits):
         return ref_fn(w_, b_, labels, x_, S, V, num_true=num_true, sampled_values=sv,
                       remove_accidental_hits=remove_hits)
 
-    _assert_all_close(_value_and_grads(ours, w, b, x), _value_and_grads(ref, w, b, x))
+    _assert_all_close(value_and_grads(ours, w, b, x), value_and_grads(ref, w, b, x))
 
 
 @pytest.mark.parametrize("kind", ["softmax", "nce"])
@@ -84,9 +75,9 @@ def test_three_shards_equal_unsharded_and_tf(kind):
     def whole(w_, b_, x_):
         return ours_fn(w_, b_, labels, x_, S, V, num_true=num_true, sampled_values=sv)
 
-    ref = _value_and_grads(whole, w, b, x)
-    _assert_all_close(_value_and_grads(sharded(ours_fn), w, b, x), ref)
-    _assert_all_close(_value_and_grads(sharded(ref_fn), w, b, x), ref)
+    ref = value_and_grads(whole, w, b, x)
+    _assert_all_close(value_and_grads(sharded(ours_fn), w, b, x), ref)
+    _assert_all_close(value_and_grads(sharded(ref_fn), w, b, x), ref)
 
 
 def test_uneven_shards_and_sharded_biases_read_as_concatenation():

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
-from _stats import assert_cells
+from _stats import assert_cells, chi2_bound, chi_square
 from tf_sampling.ops import _alias_tf, _loader
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,26 +33,6 @@ def use_op(request):
             pytest.skip(f"custom ops unavailable: {_loader.LIBRARY.reason}")
         return True
     return False
-
-
-def chi2_bound(df):
-    return df + 6.0 * np.sqrt(2.0 * df)
-
-
-def chi_square(counts, p):
-    """Chi-square of counts against probabilities p (classes with p == 0 must be empty);
-    cells with expected count < 20 are pooled so the approximation holds."""
-    n = counts.sum()
-    expected = p * n
-    big = expected >= 20
-    small = (~big) & (p > 0)
-    stat = np.sum((counts[big] - expected[big]) ** 2 / expected[big])
-    cells = big.sum()
-    if small.any():
-        e, o = expected[small].sum(), counts[small].sum()
-        stat += (o - e) ** 2 / e
-        cells += 1
-    return stat, cells - 1
 
 
 def weight_cases():

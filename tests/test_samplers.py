@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+from _helpers import SamplerHolder, sampler_model
 from _stats import assert_cells
 from tf_sampling.samplers import (FixedUnigramSampler, LearnedUnigramSampler,
                                   LogUniformSampler, UniformSampler)
@@ -447,50 +448,10 @@ def test_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(t.sample([[1]], 4).sampled_candidates.numpy(), expected_next)
 
 
-@keras.saving.register_keras_serializable(package="tf_sampling_tests")
-class SamplerHolder(keras.layers.Layer):
-    """A minimal layer owning a sampler, as the output heads do."""
-
-    def __init__(self, sampler, num_sampled=4, **kwargs):
-        super().__init__(**kwargs)
-        self.sampler = tfs.samplers.get(sampler)
-        self.num_sampled = num_sampled
-
-    def call(self, labels, training=False):
-        labels = tf.cast(labels, tf.int64)
-        out = self.sampler.sample(labels, self.num_sampled, unique=True)
-        if training:
-            self.sampler.update(labels)
-        return out.true_expected_count
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "sampler": tfs.samplers.serialize(self.sampler),
-                "num_sampled": self.num_sampled}
-
-
-@keras.saving.register_keras_serializable(package="tf_sampling_tests")
-class AddSquareLoss(keras.layers.Layer):
-    def call(self, x):
-        self.add_loss(keras.ops.mean(keras.ops.square(x)))
-        return x
-
-
-def _fit_model(sampler):
-    x = keras.Input((3,))
-    labels = keras.Input((1,), dtype="int64")
-    ec = SamplerHolder(sampler)(labels)
-    model = keras.Model([x, labels], AddSquareLoss()(keras.layers.Dense(1)(x) * ec))
-    model.compile(optimizer="sgd")  # no loss: the model's own add_loss
-    return model
-
-
 def test_learned_counts_in_model_fit_and_keras_round_trip(tmp_path):
     v = 8
     s = LearnedUnigramSampler(v, seed=4)
-    model = _fit_model(s)
+    model = sampler_model(s)
     state_before = s.seed_generator.state.numpy().copy()
     labels = np.array([[1], [1], [2], [7], [1], [0]], np.int64)
     x = np.ones((6, 3), np.float32)
@@ -568,7 +529,7 @@ def test_fixed_unigram_keras_round_trip_and_config(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="load its weights"):
         empty.sample([[3]], 2)
 
-    model = _fit_model(s)
+    model = sampler_model(s)
     path = str(tmp_path / "fixed.keras")
     model.save(path)
     loaded = keras.models.load_model(path)

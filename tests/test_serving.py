@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -19,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+from _helpers import without_package
 from tf_sampling import serving
 
 V, CONTEXT, DIM = 60, 3, 16
@@ -67,18 +67,9 @@ def _numpy_log_probs_sampled(model, head, ctx):
     return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
 
-_LOADER = textwrap.dedent(r"""
-    import importlib.abc, json, sys
+_LOADER = without_package(r"""
+    import json, sys
     import numpy as np
-
-    class Block(importlib.abc.MetaPathFinder):
-        # Any attempt to import the package fails loudly.
-        def find_spec(self, name, path=None, target=None):
-            if name == "tf_sampling" or name.startswith("tf_sampling."):
-                raise ImportError("tf_sampling must not be needed to serve")
-            return None
-
-    sys.meta_path.insert(0, Block())
     import tensorflow as tf
 
     out = {}
