@@ -11,7 +11,12 @@ logits:
   `s' = s * exp(m - m') + sum(exp(chunk - m'))`;
 * the top k classes, by a running merge: the chunk's own top k is concatenated after the
   running top k and the top k of that is kept (the running entries have the lower class
-  ids, so `tf.math.top_k`'s lower-index-first rule keeps its tie order);
+  ids, so `tf.math.top_k`'s lower-index-first rule keeps its tie order). A chunk's own top
+  k is found by block maxima: the chunk is cut into blocks of `TOP_K_BLOCK` classes, and
+  only the k blocks with the largest maxima can hold its top k (a block ranked below k
+  others has k classes ranked above each of its own), so `tf.math.top_k` runs on the
+  `[batch, chunk / TOP_K_BLOCK]` maxima and on the `[batch, k * TOP_K_BLOCK]` classes of
+  the chosen blocks, never on the whole chunk (XLA's CPU top-k sorts its input);
 * the exact cross-entropy `logsumexp - mean(true logits)`, the true logits being a sparse
   gather of the true rows, as in Cut Cross-Entropy (Wijmans et al., 2024, "Cut Your Losses
   in Large-Vocabulary Language Models");
@@ -46,6 +51,8 @@ import tensorflow as tf
 # larger chunks are faster there: 64 MiB, 16384 classes at batch 1024.
 CHUNK_BUDGET_BYTES = 2 * 2 ** 20
 TOP_K_CHUNK_BUDGET_BYTES = 64 * 2 ** 20
+# Classes per block of the block-maxima top-k (`_chunk_top_k`).
+TOP_K_BLOCK = 128
 # Chunks are a multiple of 256 classes (whole cache lines and SIMD widths for any dtype).
 CHUNK_MULTIPLE = 256
 # Batch size assumed when the batch dimension is not known while tracing.
@@ -146,6 +153,29 @@ def _for_chunks(rows, chunk, body, state):
     return tuple(state)
 
 
+def _chunk_top_k(logits, k):
+    """`tf.math.top_k(logits, k)` of one `[batch, size]` chunk (static size), values and
+    int32 positions, by way of the maxima of blocks of TOP_K_BLOCK classes.
+
+    Exact, ties included: a class c of the top k lies in one of the k blocks ranked first
+    by (maximum descending, block index ascending), since each block ranked above c's
+    block holds a class ranked above c. The chosen blocks are read in block order, so the
+    final `tf.math.top_k` keeps its lower-position-first rule for ties.
+    """
+    size = int(logits.shape[1])
+    blocks, rem = divmod(size, TOP_K_BLOCK)
+    if rem or blocks <= 2 * k:
+        return tf.math.top_k(logits, min(k, size))
+    n = tf.shape(logits)[0]
+    grid = tf.reshape(logits, [n, blocks, TOP_K_BLOCK])
+    _, best = tf.math.top_k(tf.reduce_max(grid, 2), k)
+    best = tf.sort(best, axis=1)
+    picked = tf.reshape(tf.gather(grid, best, batch_dims=1), [n, k * TOP_K_BLOCK])
+    values, pos = tf.math.top_k(picked, k)
+    block = tf.gather(best, pos // TOP_K_BLOCK, batch_dims=1)
+    return values, block * TOP_K_BLOCK + pos % TOP_K_BLOCK
+
+
 def _merge_top_k(values, ids, new_values, new_ids, k):
     """Top k of `[values, new_values]`; ties keep the earlier (lower-id) entries first."""
     cat_v = tf.concat([values, new_values], 1)
@@ -167,7 +197,7 @@ def _shard_stats_impl(x, kernel, bias, offset, k, chunk):
         s = s * tf.exp(m - m_new) + tf.reduce_sum(tf.exp(logits - m_new[:, None]), 1)
         if k is None:
             return m_new, s
-        values, ids = tf.math.top_k(logits, min(k, size))
+        values, ids = _chunk_top_k(logits, k)
         values, ids = _merge_top_k(state[2], state[3], values, ids + (lo + offset), k)
         return m_new, s, values, ids
 
