@@ -3,7 +3,8 @@
 The per-example functional losses (`tfs.losses.per_example_*`) are checked against NumPy
 in tests/test_candidate_softmax.py; here the heads are checked against them with the same
 sampler seed, and against NumPy where a head's convention differs (NegativeSampling's
-target 1 per true class).
+target 1 per true class). Last, the parts they share: the samplers' `per_example` option,
+and the sampled-logits core given per-example ids, against NumPy.
 """
 
 import numpy as np
@@ -12,6 +13,8 @@ import tensorflow as tf
 import keras
 
 import tf_sampling as tfs
+from tf_sampling.layers._sampled_head import shard_rows
+from tf_sampling.losses import _sampled_logits
 
 V, D, B, S = 500, 8, 12, 6
 HEADS = [tfs.layers.SampledSoftmax, tfs.layers.NCE, tfs.layers.NegativeSampling]
@@ -268,3 +271,106 @@ def test_mixed_precision_large_logits(policy):
     assert loss.dtype == tf.float32 and np.isfinite(loss.numpy()).all()
     assert all(np.isfinite(tf.cast(tf.convert_to_tensor(g), tf.float32).numpy()).all()
                for g in grad)
+
+
+# ---------------------------------------------------------------------------- the core
+SAMPLER_KINDS = ["uniform", "log_uniform", "learned_unigram", "fixed_unigram",
+                 "dynamic_alias"]
+
+
+def _sampler_of(kind, v=60):
+    if kind == "learned_unigram":
+        s = tfs.samplers.LearnedUnigramSampler(v, seed=3)
+        s.update(np.arange(v) % 9)
+        return s
+    if kind == "fixed_unigram":
+        return tfs.samplers.FixedUnigramSampler(v, counts=np.arange(v) % 7 + 1, seed=3)
+    if kind == "dynamic_alias":
+        return tfs.samplers.DynamicAliasSampler(v, initial_weights=np.arange(v) % 5 + 1.0,
+                                                seed=3)
+    return tfs.samplers.get(kind, v, seed=3)
+
+
+@pytest.mark.parametrize("unique", [False, True])
+@pytest.mark.parametrize("kind", SAMPLER_KINDS)
+def test_sample_per_example_is_the_samplers_per_example_option(kind, unique):
+    labels = np.random.default_rng(4).integers(0, 60, size=(B, 2))
+    got = _sampler_of(kind).sample(labels, S, unique=unique, seed=11, per_example=True)
+    want = tfs.losses.sample_per_example(_sampler_of(kind), labels, S, unique=unique, seed=11)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    ids = got.sampled_candidates.numpy()
+    assert ids.shape == (B, S) and got.sampled_expected_count.shape == [B, S]
+    assert got.true_expected_count.shape == [B, 2]
+    assert len({tuple(r) for r in ids}) > 1, "every example got the same draws"
+    p = _sampler_of(kind).probability(ids).numpy().astype(np.float64)
+    if unique:
+        assert all(len(set(r)) == S for r in ids)
+    else:
+        # The batch's i.i.d. stream, row by row.
+        s = _sampler_of(kind)
+        stream = s._draw(tf.constant(B * S, tf.int32), s._make_seed(11))
+        np.testing.assert_array_equal(ids, np.reshape(stream, (B, S)))
+        np.testing.assert_allclose(got.sampled_expected_count, p * S, rtol=1e-5)
+    # The seed generator path too: same sampler seed, same draws.
+    a = _sampler_of(kind).sample(labels, S, unique=unique, per_example=True)
+    c = tfs.losses.sample_per_example(_sampler_of(kind), labels, S, unique=unique)
+    np.testing.assert_array_equal(a.sampled_candidates, c.sampled_candidates)
+
+
+@pytest.mark.parametrize("num_shards", [1, 3])
+@pytest.mark.parametrize("num_true", [1, 2])
+@pytest.mark.parametrize("log_q, remove_hits", [(True, True), (False, False), (True, False)])
+def test_sampled_logits_with_per_example_ids_equal_numpy(log_q, remove_hits, num_true,
+                                                        num_shards):
+    v, d, s = 20, 5, 7
+    rng = np.random.default_rng(num_true * 10 + num_shards)
+    w = rng.normal(size=(v, d)).astype(np.float32)
+    b = rng.normal(size=v).astype(np.float32)
+    x = rng.normal(size=(B, d)).astype(np.float32)
+    labels = rng.integers(0, 6, size=(B, num_true))
+    sampled = rng.integers(0, 6, size=(B, s))  # small ids: repeats and accidental hits
+    true_ec = rng.uniform(0.1, 2, size=(B, num_true)).astype(np.float32)
+    sampled_ec = rng.uniform(0.1, 2, size=(B, s)).astype(np.float32)
+    cuts = np.cumsum(shard_rows(v, num_shards))[:-1]  # TF's "div" layout
+    w_shards = [tf.constant(p) for p in np.split(w, cuts)]
+    b_shards = [tf.constant(p) for p in np.split(b, cuts)]
+    true_logits, logits = _sampled_logits.sampled_logits(
+        w_shards, b_shards, tf.constant(labels, tf.int64), tf.constant(x),
+        (tf.constant(sampled), tf.constant(true_ec), tf.constant(sampled_ec)), num_true,
+        log_q, remove_hits)
+
+    w64, b64, x64 = w.astype(np.float64), b.astype(np.float64), x.astype(np.float64)
+    want_true = np.einsum("bd,btd->bt", x64, w64[labels]) + b64[labels]
+    want = np.einsum("bd,bsd->bs", x64, w64[sampled]) + b64[sampled]
+    if log_q:
+        want_true -= np.log(true_ec)
+        want -= np.log(sampled_ec)
+    hit = (sampled[:, :, None] == labels[:, None, :]).any(2)
+    assert hit.any() and not hit.all()
+    np.testing.assert_allclose(true_logits, want_true, rtol=1e-5, atol=1e-5)
+    if remove_hits:
+        got = logits.numpy()
+        assert np.all(got[hit] == -np.finfo(np.float32).max)
+        np.testing.assert_allclose(got[~hit], want[~hit], rtol=1e-5, atol=1e-5)
+    else:
+        np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+
+    # One sample shared by the batch, given as [S] or tiled to [batch, S]: the same logits
+    # from either branch of the core. (Distinct ids: of a repeated id, the shared branch
+    # marks one position as an accidental hit, as tf.nn.compute_accidental_hits does.)
+    shared = (tf.constant(rng.permutation(8)[:s]), tf.constant(true_ec),
+              tf.constant(sampled_ec[0]))
+    tiled = (tf.tile(shared[0][None], [B, 1]), shared[1], tf.tile(shared[2][None], [B, 1]))
+    outs = [_sampled_logits.sampled_logits(
+        w_shards, b_shards, tf.constant(labels, tf.int64), tf.constant(x), sv, num_true,
+        log_q, remove_hits) for sv in (shared, tiled)]
+    for a, c in zip(*outs):
+        np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-6)
+
+    # Half precision inputs are computed (and returned) in float32.
+    half = _sampled_logits.sampled_logits(
+        w_shards, b_shards, tf.constant(labels, tf.int64), tf.constant(x, tf.float16),
+        (tf.constant(sampled), tf.constant(true_ec), tf.constant(sampled_ec)), num_true,
+        log_q, remove_hits)
+    assert half[0].dtype == tf.float32 and half[1].dtype == tf.float32

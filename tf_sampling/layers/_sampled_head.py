@@ -16,7 +16,6 @@ from tf_sampling import _chunked
 from tf_sampling import samplers as samplers_lib
 from tf_sampling.layers import base
 from tf_sampling.losses import _sampled_logits as _sl
-from tf_sampling.losses import per_example as _per_example
 
 # "batch": one sample shared by the whole batch (TF's scheme); "example": each example
 # gets its own `num_sampled` draws (word2vec's scheme).
@@ -279,11 +278,8 @@ class SampledHead(base.OutputWeights, base.OutputHead):
 
     def _sampled_loss(self, hidden, labels, update=True):
         weights, biases = self._weights_tf()
-        if self.samples_per == "example":
-            sampled_values = _per_example.sample_per_example(
-                self.sampler, labels, self.num_sampled, unique=self.unique)
-        else:
-            sampled_values = self.sampler.sample(labels, self.num_sampled, unique=self.unique)
+        sampled_values = self.sampler.sample(labels, self.num_sampled, unique=self.unique,
+                                             per_example=(self.samples_per == "example"))
         deferred_update = None
         if update and self.sampler.learns:
             # After the draw, as TF's learned-unigram op: this step samples from the
@@ -292,32 +288,14 @@ class SampledHead(base.OutputWeights, base.OutputHead):
                 deferred_update = lambda: self.sampler.update(labels)  # noqa: E731
             else:
                 self.sampler.update(labels)
-        if self.samples_per == "example":
-            true_logits, logits = self._per_example_logits(
-                weights, biases, labels, hidden, sampled_values)
-        else:
-            true_logits, logits = _sl.sampled_logits(
-                weights, biases, labels, hidden, sampled_values, self.num_true,
-                self.subtract_log_q, self.remove_accidental_hits,
-                weight_rows=[int(w.shape[0]) for w in weights])
+        true_logits, logits = _sl.sampled_logits(
+            weights, biases, labels, hidden, sampled_values, self.num_true,
+            self.subtract_log_q, self.remove_accidental_hits)
         if self._loss_kind == "softmax":
             loss = _sl.softmax_loss(true_logits, logits, self.num_true)
         else:
             loss = _sl.logistic_loss(true_logits, logits, self._true_target(self.num_true))
         return loss if deferred_update is None else _run_in_backward(loss, deferred_update)
-
-    def _per_example_logits(self, weights, biases, labels, hidden, sampled_values):
-        # Half-precision inputs are cast up first, as in the shared path, so that large
-        # logits do not overflow in the batched dot products.
-        hidden = tf.cast(hidden, _sl.compute_dtype(hidden.dtype))
-        if biases is not None:
-            # The bias is one [num_classes] vector: concatenating its shards is cheap, and
-            # the gradient of the concatenation stays sparse (IndexedSlices per shard).
-            biases = biases[0] if len(biases) == 1 else tf.concat(biases, 0)
-        return _per_example.per_example_logits(
-            weights, biases, labels, hidden, sampled_values, num_true=self.num_true,
-            subtract_log_q=self.subtract_log_q,
-            remove_accidental_hits=self.remove_accidental_hits, num_classes=self.num_classes)
 
     def sampled_loss(self, inputs, labels):
         """The per-example sampled training loss (what a training call returns), without

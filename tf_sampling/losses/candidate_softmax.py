@@ -13,78 +13,15 @@ candidate of several examples is read once and is one row of the weight gradient
 optimizers need (see `_unique_rows`).
 """
 
-import keras
 import tensorflow as tf
 
+from tf_sampling.losses import _sampled_logits as _sl
 from tf_sampling.losses import _unique_rows
 
 __all__ = ["candidate_softmax_loss", "candidate_log_softmax", "candidate_logits"]
 
 
 # ---------------------------------------------------------------------------- checks
-def _dtype(x):
-    return tf.as_dtype(x.dtype)
-
-
-def _rank(x):
-    # tf tensors have a TensorShape, Keras variables a plain tuple.
-    shape = x.shape
-    return shape.rank if isinstance(shape, tf.TensorShape) else len(shape)
-
-
-def _weight_shards(weights):
-    """Weights as a list of rank-2 shards (one element when not sharded)."""
-    given = list(weights) if isinstance(weights, (list, tuple)) else [weights]
-    if not given:
-        raise ValueError("`weights` is an empty list; expected a [num_classes, dim] tensor.")
-    shards = []
-    for w in given:
-        # Variables stay variables, so that tf.gather is a ResourceGather of the rows it
-        # needs (a Keras variable is read through its tf.Variable).
-        if isinstance(w, keras.Variable):
-            w = w.value
-        if not isinstance(w, (tf.Tensor, tf.Variable)):
-            w = tf.convert_to_tensor(w)
-        shards.append(w)
-        if _rank(w) != 2:
-            raise ValueError(
-                f"`weights` must be a [num_classes, dim] tensor (or a list of such shards), "
-                f"got shape {tuple(w.shape)}.")
-        if not _dtype(w).is_floating:
-            raise TypeError(f"`weights` must be floating point, got dtype {_dtype(w).name}.")
-    dims = {int(w.shape[1]) for w in shards if w.shape[1] is not None}
-    if len(dims) > 1:
-        raise ValueError(f"`weights` shards have different dims {sorted(dims)}.")
-    return shards
-
-
-def _num_classes(shards):
-    """Static number of classes if known, else a scalar int64 tensor."""
-    sizes = [w.shape[0] for w in shards]
-    if all(s is not None for s in sizes):
-        return int(sum(sizes))
-    return tf.add_n([tf.shape(w, out_type=tf.int64)[0] for w in shards])
-
-
-def _gather_rows(shards, ids):
-    """Rows `ids` of the row-wise concatenation of `shards`, reading only those rows.
-
-    With TF's "div" shard sizes this equals `tf.nn.embedding_lookup(shards, ids)`.
-    """
-    if len(shards) == 1:
-        return tf.gather(shards[0], ids)
-    ids = tf.cast(ids, tf.int64)
-    sizes = tf.stack([tf.shape(s, out_type=tf.int64)[0] for s in shards])
-    starts = tf.cumsum(sizes, exclusive=True)
-    shard_of = tf.cast(tf.searchsorted(starts, tf.reshape(ids, [-1]), side="right"), tf.int32) - 1
-    local = tf.reshape(ids, [-1]) - tf.gather(starts, shard_of)
-    n = len(shards)
-    parts = tf.dynamic_partition(local, shard_of, n)
-    positions = tf.dynamic_partition(tf.range(tf.size(ids)), shard_of, n)
-    flat = tf.dynamic_stitch(positions, [tf.gather(s, p) for s, p in zip(shards, parts)])
-    return tf.reshape(flat, tf.concat([tf.shape(ids), tf.shape(flat)[1:]], 0))
-
-
 def _check_inputs(inputs, shards):
     inputs = tf.convert_to_tensor(inputs)
     if not inputs.dtype.is_floating:
@@ -96,24 +33,6 @@ def _check_inputs(inputs, shards):
         raise ValueError(
             f"`inputs` has dim {inputs.shape[1]} but `weights` has dim {dim}.")
     return inputs
-
-
-def _check_biases(biases, num_classes):
-    if biases is None:
-        return None
-    if isinstance(biases, keras.Variable):
-        biases = biases.value
-    if not hasattr(biases, "dtype"):
-        biases = tf.convert_to_tensor(biases)
-    if not _dtype(biases).is_floating:
-        raise TypeError(f"`biases` must be floating point, got dtype {_dtype(biases).name}.")
-    if _rank(biases) != 1:
-        raise ValueError(f"`biases` must have shape [num_classes], got {tuple(biases.shape)}.")
-    if isinstance(num_classes, int) and biases.shape[0] is not None \
-            and biases.shape[0] != num_classes:
-        raise ValueError(
-            f"`biases` has {biases.shape[0]} entries but `weights` has {num_classes} rows.")
-    return biases
 
 
 def _check_candidates(candidates, candidate_mask):
@@ -196,11 +115,7 @@ def _check_positive(value, name, batch_static):
 
 
 def _range_checks(ids, num_classes, name):
-    msg = f"`{name}` has class ids outside [0, num_classes={num_classes})"
-    return [
-        tf.debugging.assert_non_negative(ids, message=msg),
-        tf.debugging.assert_less(ids, tf.cast(num_classes, tf.int64), message=msg),
-    ]
+    return [_sl.range_check(ids, num_classes, name, noun="class ids")]
 
 
 def _repeat_check(ids, row_ids, num_classes):
@@ -230,11 +145,29 @@ def _repeat_check(ids, row_ids, num_classes):
         summarize=2)
 
 
-def _low_precision(dtype):
-    return dtype in (tf.float16, tf.bfloat16)
-
-
 # ---------------------------------------------------------------------------- logits
+def _logits(shards, biases, inputs, ids, log_q, row_ids=None):
+    """`<inputs[b], weights[c]> + biases[c] - log_q` for the checked int64 ids: flat `[N]`
+    with the row of each in `row_ids`, or dense `[batch, n]`.
+
+    Each distinct id's row is read once (one row of the weight gradient; see
+    `_unique_rows`), then expanded to the candidates. The dot products are taken in the
+    inputs' dtype; the logits come out in `compute_dtype` (float32 for half precision).
+    """
+    unique, (index,) = _unique_rows.unique_index(ids)
+    w = tf.gather(tf.cast(_sl.gather_rows(shards, unique), inputs.dtype), index)
+    if row_ids is None:
+        logits = tf.einsum("bd,bnd->bn", inputs, w)
+    else:
+        logits = tf.reduce_sum(w * tf.gather(inputs, row_ids), axis=-1)
+    logits = tf.cast(logits, _sl.compute_dtype(logits.dtype))
+    if biases is not None:
+        logits += tf.gather(tf.cast(_sl.gather_rows(biases, unique), logits.dtype), index)
+    if log_q is not None:
+        logits -= tf.cast(log_q, logits.dtype)
+    return logits
+
+
 def _ragged_logits(shards, biases, inputs, candidates, log_q_flat, num_classes,
                    allow_duplicates):
     """Flat logits `[sum n_i]` and the row id of each, with the input checks run first."""
@@ -255,19 +188,7 @@ def _ragged_logits(shards, biases, inputs, candidates, log_q_flat, num_classes,
     if not allow_duplicates:
         with tf.control_dependencies([_repeat_check(ids, row_ids, num_classes)]):
             ids = tf.identity(ids)
-    # Each distinct id's row is read once (one row of the weight gradient; see
-    # `_unique_rows`), then expanded to the candidates.
-    unique, (index,) = _unique_rows.unique_index(ids)
-    w = tf.gather(tf.cast(_gather_rows(shards, unique), inputs.dtype), index)   # [N, dim]
-    x = tf.gather(inputs, row_ids)                                  # [N, dim]
-    logits = tf.reduce_sum(w * x, axis=-1)
-    if _low_precision(logits.dtype):
-        logits = tf.cast(logits, tf.float32)
-    if biases is not None:
-        logits += tf.gather(tf.cast(tf.gather(biases, unique), logits.dtype), index)
-    if log_q_flat is not None:
-        logits -= tf.cast(log_q_flat, logits.dtype)
-    return logits, row_ids, nrows
+    return _logits(shards, biases, inputs, ids, log_q_flat, row_ids), row_ids, nrows
 
 
 def _segment_logsumexp(logits, row_ids, nrows):
@@ -299,27 +220,18 @@ def _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes,
     with tf.control_dependencies(checks):
         # Padded slots may hold anything (often -1); look up row 0 there instead.
         safe = tf.where(mask, candidates, tf.zeros_like(candidates))
-    # Distinct ids read once (padding shares row 0's entry): one gradient row per id.
-    unique, (index,) = _unique_rows.unique_index(safe)
-    w = tf.gather(tf.cast(_gather_rows(shards, unique), inputs.dtype), index)   # [batch, n, dim]
-    logits = tf.einsum("bd,bnd->bn", inputs, w)
-    if _low_precision(logits.dtype):
-        logits = tf.cast(logits, tf.float32)
-    if biases is not None:
-        logits += tf.gather(tf.cast(tf.gather(biases, unique), logits.dtype), index)
-    if log_q is not None:
-        logits -= tf.cast(log_q, logits.dtype)
+    # Padding shares row 0's entry of the distinct ids.
+    logits = _logits(shards, biases, inputs, safe, log_q)
     return tf.where(mask, logits, tf.constant(-float("inf"), logits.dtype))
 
 
 def _prepare(weights, biases, inputs, candidates, candidate_mask, candidate_log_q):
-    shards = _weight_shards(weights)
-    num_classes = _num_classes(shards)
+    shards, num_classes = _sl.as_shards(weights, "weights", 2)
     inputs = _check_inputs(inputs, shards)
-    biases = _check_biases(biases, num_classes)
+    if biases is not None:
+        biases = _sl.as_shards(biases, "biases", 1, num_classes)[0]
     candidates, mask = _check_candidates(candidates, candidate_mask)
-    log_q = _check_log_q(candidate_log_q, candidates,
-                         tf.float32 if _low_precision(inputs.dtype) else inputs.dtype)
+    log_q = _check_log_q(candidate_log_q, candidates, _sl.compute_dtype(inputs.dtype))
     return shards, num_classes, biases, inputs, candidates, mask, log_q
 
 

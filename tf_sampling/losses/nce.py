@@ -34,11 +34,7 @@ def nce_loss(weights, biases, labels, inputs, num_sampled, num_classes, num_true
     >>> y = tf.random.uniform([32, 1], maxval=10000, dtype=tf.int64)
     >>> loss = tf.reduce_mean(tfs.losses.nce_loss(w, b, y, h, 64, 10000))
     """
-    with tf.name_scope(name or "nce_loss"):
-        w, b, labels, inputs, num_true, sampled_values = _sl.prepare(
-            weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampler,
-            sampled_values, unique, seed)
-        true_logits, logits = _sl.sampled_logits(
-            w, b, labels, inputs, sampled_values, num_true, subtract_log_q,
-            remove_accidental_hits)
-        return _sl.logistic_loss(true_logits, logits, 1.0 / num_true)
+    return _sl.functional_loss(
+        name or "nce_loss", "logistic", weights, biases, labels, inputs, num_sampled,
+        num_classes, num_true, sampler, sampled_values, remove_accidental_hits,
+        subtract_log_q, unique, seed)

@@ -33,11 +33,7 @@ def negative_sampling_loss(weights, biases, labels, inputs, num_sampled, num_cla
     >>> y = tf.random.uniform([32], maxval=10000, dtype=tf.int64)
     >>> loss = tf.reduce_mean(tfs.losses.negative_sampling_loss(w, None, y, h, 5, 10000))
     """
-    with tf.name_scope(name or "negative_sampling_loss"):
-        w, b, labels, inputs, num_true, sampled_values = _sl.prepare(
-            weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampler,
-            sampled_values, unique, seed)
-        true_logits, logits = _sl.sampled_logits(
-            w, b, labels, inputs, sampled_values, num_true, subtract_log_q=False,
-            remove_accidental_hits=remove_accidental_hits)
-        return _sl.logistic_loss(true_logits, logits, 1.0)
+    return _sl.functional_loss(
+        name or "negative_sampling_loss", "logistic", weights, biases, labels, inputs,
+        num_sampled, num_classes, num_true, sampler, sampled_values, remove_accidental_hits,
+        False, unique, seed, true_target=1.0)

@@ -59,11 +59,7 @@ def sampled_softmax_loss(weights, biases, labels, inputs, num_sampled, num_class
     >>> y = tf.random.uniform([32], maxval=10000, dtype=tf.int64)
     >>> loss = tf.reduce_mean(tfs.losses.sampled_softmax_loss(w, b, y, h, 256, 10000))
     """
-    with tf.name_scope(name or "sampled_softmax_loss"):
-        w, b, labels, inputs, num_true, sampled_values = _sl.prepare(
-            weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampler,
-            sampled_values, unique, seed)
-        true_logits, logits = _sl.sampled_logits(
-            w, b, labels, inputs, sampled_values, num_true, subtract_log_q,
-            remove_accidental_hits)
-        return _sl.softmax_loss(true_logits, logits, num_true)
+    return _sl.functional_loss(
+        name or "sampled_softmax_loss", "softmax", weights, biases, labels, inputs,
+        num_sampled, num_classes, num_true, sampler, sampled_values, remove_accidental_hits,
+        subtract_log_q, unique, seed)

@@ -171,8 +171,8 @@ class CandidateSampler(keras.layers.Layer):
         ids = self._check_ids(class_ids, "class_ids", rank=None)
         return tf.cast(self._probability(ids), tf.float32)
 
-    def sample(self, true_classes, num_sampled, unique=True, seed=None):
-        """Draws `num_sampled` candidates for a batch.
+    def sample(self, true_classes, num_sampled, unique=True, seed=None, per_example=False):
+        """Draws `num_sampled` candidates for a batch, or for each example of it.
 
         Args:
             true_classes: int `[batch, num_true]` tensor of the true class ids.
@@ -180,11 +180,19 @@ class CandidateSampler(keras.layers.Layer):
             unique: if True, the sample has no repeats (drawn with rejection, as TF), and
                 expected counts are `1 - (1 - p)^num_tries`.
             seed: None (use the sampler's seed generator), a Python int (the same int
-                gives the same draws), or an int `[2]` tensor (a stateless seed).
+                gives the same draws, for the same batch size with `per_example`), or an
+                int `[2]` tensor (a stateless seed).
+            per_example: False (TF's scheme): one sample of `num_sampled` ids shared by
+                the batch. True (word2vec's scheme): each example draws its own
+                `num_sampled` ids; with `unique`, each row holds distinct ids, the first
+                ones of that row's own i.i.d. stream, and its expected counts use that
+                row's stream length.
 
         Returns:
             `SampledValues(sampled_candidates, true_expected_count, sampled_expected_count)`:
-            int64 `[num_sampled]`, float32 `[batch, num_true]`, float32 `[num_sampled]`.
+            int64 `[num_sampled]`, float32 `[batch, num_true]`, float32 `[num_sampled]`;
+            with `per_example`, int64 `[batch, num_sampled]`, float32 `[batch, num_true]`,
+            float32 `[batch, num_sampled]`.
         """
         num_sampled = _check_positive_int(num_sampled, "num_sampled")
         if unique and num_sampled > self.num_classes:
@@ -194,7 +202,16 @@ class CandidateSampler(keras.layers.Layer):
             )
         true_classes = self._check_ids(true_classes, "true_classes", rank=2)
         seed = self._make_seed(seed)
-        if unique:
+        if per_example:
+            batch = tf.shape(true_classes)[0]
+            if unique:
+                sampled, num_tries = self._sample_unique_rows(batch, num_sampled, seed)
+                num_tries = num_tries[:, None]
+            else:
+                draws = self._draw(batch * num_sampled, seed)
+                sampled = tf.reshape(tf.cast(draws, tf.int64), [batch, num_sampled])
+                num_tries = num_sampled
+        elif unique:
             sampled, num_tries = self._sample_unique(num_sampled, seed)
         else:
             sampled = self._draw(tf.constant(num_sampled, tf.int32), seed)
@@ -262,13 +279,25 @@ class CandidateSampler(keras.layers.Layer):
     def _sample_unique(self, num_sampled, seed):
         """First `num_sampled` distinct ids of an i.i.d. stream, and the stream length used.
 
-        The stream is drawn in rounds (round r from `fold_in(seed, r)`), each as long as all
-        before it (up to 2^22 draws), so the total work is at most about twice the tries
-        needed. At most a bound of draws is made (`tf_sampling/ops/_unique.py`): past it,
-        or if the bound is above 2^32 draws, InvalidArgumentError.
+        The shared sample is one row of `_sample_unique_rows`: the same stream, rounds and
+        draw bound. Subclasses with a faster unique draw of one stream override this.
+        """
+        found, tries = self._sample_unique_rows(1, num_sampled, seed)
+        return tf.ensure_shape(found[0], [num_sampled]), tries[0]
+
+    def _sample_unique_rows(self, batch, num_sampled, seed):
+        """Each row's first `num_sampled` distinct ids of its own i.i.d. stream, and each
+        row's stream length (`tries`): int64 `[batch, num_sampled]` and `[batch]`.
+
+        The streams are drawn in rounds (round r from `fold_in(seed, r)`), each as long as
+        all before it (up to 2^22 draws in all rows), so the total work is at most about
+        twice the tries needed. At most a bound of draws is made
+        (`tf_sampling/ops/_unique.py`): past it, or if the bound is above 2^32 draws,
+        InvalidArgumentError.
         """
         support = self._support_size()
         if support is not None:
+            # Fail at once rather than drawing up to the bound.
             enough_support = tf.debugging.assert_greater_equal(
                 tf.cast(support, tf.int64), tf.constant(num_sampled, tf.int64),
                 message=f"`num_sampled`={num_sampled} with unique=True needs that many classes "
@@ -276,9 +305,10 @@ class CandidateSampler(keras.layers.Layer):
             )
             with tf.control_dependencies([enough_support]):
                 seed = tf.identity(seed)
-        def draw(length, s):
-            return self._draw(tf.cast(length, tf.int32), s)
 
-        found, tries = _unique.unique_rows(draw, 1, num_sampled, seed,
-                                           self._all_probabilities, self.num_classes)
-        return tf.ensure_shape(found[0], [num_sampled]), tries[0]
+        def draw(length, s):
+            flat = self._draw(tf.cast(tf.cast(batch, tf.int64) * length, tf.int32), s)
+            return tf.reshape(tf.cast(flat, tf.int64), [tf.cast(batch, tf.int64), length])
+
+        return _unique.unique_rows(draw, batch, num_sampled, seed, self._all_probabilities,
+                                   self.num_classes)

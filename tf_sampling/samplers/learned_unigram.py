@@ -56,15 +56,21 @@ class LearnedUnigramSampler(CandidateSampler):
         else:
             var.scatter_add(tf.IndexedSlices(tf.ones_like(ids), ids))
 
-    def sample(self, true_classes, num_sampled, unique=True, seed=None):
+    def sample(self, true_classes, num_sampled, unique=True, seed=None, per_example=False):
         # One snapshot of the counts serves the draws and both expected counts, so they
         # describe the same distribution and the O(V) pass over the counts happens once.
         num_sampled = _check_positive_int(num_sampled, "num_sampled")
-        first_round = 2 * num_sampled if unique else num_sampled  # see base._sample_unique
+        # See base._sample_unique_rows; an unknown batch size counts as 1.
+        first_round = 2 * num_sampled if unique else num_sampled
+        if per_example:
+            shape = tf.TensorShape(getattr(true_classes, "shape", None))
+            if shape.rank and shape[0] is not None:
+                first_round *= shape[0]
         self._snapshot = _CountsSnapshot(tf.convert_to_tensor(self.counts),
                                          _block_size(self.num_classes, first_round))
         try:
-            return super().sample(true_classes, num_sampled, unique=unique, seed=seed)
+            return super().sample(true_classes, num_sampled, unique=unique, seed=seed,
+                                  per_example=per_example)
         finally:
             self._snapshot = None
 
