@@ -307,3 +307,29 @@ def test_export_and_serve_in_a_clean_process(tmp_path):
     for name, (ids, values) in want.items():
         np.testing.assert_array_equal(served[name][0], ids, err_msg=name)
         np.testing.assert_allclose(served[name][1], values, err_msg=name, **TOL)
+
+
+BEFORE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                      "heads_before_contract")
+OLD_FILES = ["sampled_softmax", "nce", "negative_sampling", "full_softmax",
+             "hierarchical_softmax", "adaptive_softmax", "candidate_softmax"]
+
+
+@pytest.mark.parametrize("name", OLD_FILES)
+def test_keras_files_saved_before_the_base_class_still_load(name):
+    """`.keras` files of every head saved at c94f5d8 (before OutputHead; AdaptiveSoftmax
+    then took `head_bias`) load with the same weights: the same log-probabilities and
+    exact loss, and the loaded model trains on."""
+    ref = np.load(os.path.join(BEFORE, "heads_ref.npz"))
+    model = keras.saving.load_model(os.path.join(BEFORE, f"{name}.keras"))
+    head = model.layers[-1]
+    assert isinstance(head, tfs.layers.OutputHead)
+    hidden = model.get_layer("tower")(ref["x"])
+    np.testing.assert_allclose(head.log_prob(hidden), ref[f"{name}/log_prob"], **SAME,
+                               atol=1e-6)
+    np.testing.assert_allclose(head.full_softmax_loss(hidden, ref["y"]),
+                               ref[f"{name}/exact_loss"], **SAME, atol=1e-6)
+    data = ([ref["x"], ref["candidates"], ref["positives"]] if name == "candidate_softmax"
+            else [ref["x"], ref["y"]])
+    assert np.isfinite(model.fit(data, batch_size=len(ref["x"]), verbose=0)
+                       .history["loss"][0])

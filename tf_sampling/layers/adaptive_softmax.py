@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from tf_sampling.layers import base
+from tf_sampling.losses import _sampled_logits as _sl
 
 
 def _flatten(inputs, labels=None):
@@ -185,17 +186,10 @@ class AdaptiveSoftmax(base.OutputHead):
         return self._log_softmax(tf.matmul(hidden, tf.cast(self.tail_kernels[i], x.dtype)))
 
     def _check_inputs(self, inputs):
-        inputs = tf.convert_to_tensor(inputs)
-        if not inputs.dtype.is_floating:
-            raise TypeError(f"`inputs` must be a float tensor, got dtype {inputs.dtype.name}.")
-        if inputs.shape.rank is not None and inputs.shape.rank < 1:
-            raise ValueError(f"`inputs` must have rank >= 1, got shape {inputs.shape}.")
+        inputs = _sl.check_inputs(inputs, min_rank=1)
         if not self.built:
             self.build(tuple(inputs.shape))
-        if inputs.shape[-1] is not None and inputs.shape[-1] != self.in_features:
-            raise ValueError(
-                f"`inputs` has {inputs.shape[-1]} features, but the layer was built for "
-                f"{self.in_features}.")
+        inputs = _sl.check_inputs(inputs, self.in_features, min_rank=1)
         return tf.cast(inputs, self.compute_dtype)
 
     def _check_labels(self, labels, inputs):

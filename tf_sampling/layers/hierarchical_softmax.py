@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from tf_sampling import trees
 from tf_sampling.layers import base
+from tf_sampling.losses import _sampled_logits as _sl
 from tf_sampling.losses import _unique_rows
 
 # Above this many classes the tree lives only in the weights, not in get_config().
@@ -252,16 +253,7 @@ class HierarchicalSoftmax(base.OutputHead):
 
     # ---------------------------------------------------------------- checks
     def _check_inputs(self, x):
-        x = tf.convert_to_tensor(x)
-        if not x.dtype.is_floating:
-            raise TypeError(f"`inputs` must be floating point, got dtype {x.dtype.name}.")
-        if x.shape.rank != 2:
-            raise ValueError(f"`inputs` must have shape [batch, dim], got {x.shape}.")
-        dim = self.kernel.shape[-1]
-        if x.shape[-1] is not None and x.shape[-1] != dim:
-            raise ValueError(
-                f"`inputs` has last dimension {x.shape[-1]}, but the layer was built for "
-                f"{dim}.")
+        x = _sl.check_inputs(x, self.kernel.shape[-1], rank=2)
         return tf.cast(x, tf.float32)
 
     def _check_labels(self, labels, x):

@@ -22,19 +22,6 @@ __all__ = ["candidate_softmax_loss", "candidate_log_softmax", "candidate_logits"
 
 
 # ---------------------------------------------------------------------------- checks
-def _check_inputs(inputs, shards):
-    inputs = tf.convert_to_tensor(inputs)
-    if not inputs.dtype.is_floating:
-        raise TypeError(f"`inputs` must be floating point, got dtype {inputs.dtype.name}.")
-    if inputs.shape.rank != 2:
-        raise ValueError(f"`inputs` must have rank 2 ([batch, dim]), got shape {inputs.shape}.")
-    dim = shards[0].shape[1]
-    if dim is not None and inputs.shape[1] is not None and inputs.shape[1] != dim:
-        raise ValueError(
-            f"`inputs` has dim {inputs.shape[1]} but `weights` has dim {dim}.")
-    return inputs
-
-
 def _check_candidates(candidates, candidate_mask):
     if isinstance(candidates, tf.RaggedTensor):
         if candidate_mask is not None:
@@ -227,7 +214,7 @@ def _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes,
 
 def _prepare(weights, biases, inputs, candidates, candidate_mask, candidate_log_q):
     shards, num_classes = _sl.as_shards(weights, "weights", 2)
-    inputs = _check_inputs(inputs, shards)
+    inputs = _sl.check_inputs(inputs, shards[0].shape[1], rank=2)
     if biases is not None:
         biases = _sl.as_shards(biases, "biases", 1, num_classes)[0]
     candidates, mask = _check_candidates(candidates, candidate_mask)
@@ -235,6 +222,8 @@ def _prepare(weights, biases, inputs, candidates, candidate_mask, candidate_log_
     return shards, num_classes, biases, inputs, candidates, mask, log_q
 
 
+# Plain TF ops: autograph conversion would only slow down tracing.
+@tf.autograph.experimental.do_not_convert
 def candidate_logits(weights, biases, inputs, candidates, candidate_mask=None,
                      candidate_log_q=None, allow_duplicates=False):
     """Logits of each example's candidates: `<inputs[b], weights[c]> + biases[c] - log_q`.
@@ -252,6 +241,8 @@ def candidate_logits(weights, biases, inputs, candidates, candidate_mask=None,
                          allow_duplicates)
 
 
+# Plain TF ops: autograph conversion would only slow down tracing.
+@tf.autograph.experimental.do_not_convert
 def candidate_log_softmax(weights, biases, inputs, candidates, candidate_mask=None,
                           candidate_log_q=None, allow_duplicates=False):
     """Log-probabilities of each example's candidates under the softmax over that set.
@@ -276,6 +267,8 @@ def candidate_log_softmax(weights, biases, inputs, candidates, candidate_mask=No
 
 
 # ---------------------------------------------------------------------------- the loss
+# Plain TF ops: autograph conversion would only slow down tracing.
+@tf.autograph.experimental.do_not_convert
 def candidate_softmax_loss(weights, biases, inputs, candidates, positive_index=None,
                            positive_ids=None, candidate_mask=None, candidate_log_q=None,
                            allow_duplicates=False, name=None):

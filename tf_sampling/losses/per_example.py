@@ -23,6 +23,8 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------- sampling
+# Plain TF ops: autograph conversion would only slow down tracing.
+@tf.autograph.experimental.do_not_convert
 def sample_per_example(sampler, true_classes, num_sampled, unique=False, seed=None):
     """Draws `num_sampled` candidates independently for each example.
 
@@ -58,6 +60,8 @@ def sample_per_example(sampler, true_classes, num_sampled, unique=False, seed=No
 
 
 # ---------------------------------------------------------------------------- logits
+# Plain TF ops: autograph conversion would only slow down tracing.
+@tf.autograph.experimental.do_not_convert
 def per_example_logits(weights, biases, labels, inputs, sampled_values, num_true=1,
                        subtract_log_q=True, remove_accidental_hits=True, num_classes=None):
     """Logits of each example's true classes and of its own sampled classes.

@@ -163,6 +163,8 @@ def _diagonal_softmax_loss(logits, num_hard_negatives):
     return tf.reduce_logsumexp(kept, axis=1) - positive
 
 
+# Plain TF ops: autograph conversion would only slow down tracing.
+@tf.autograph.experimental.do_not_convert
 def retrieval_logits(query_embeddings, candidate_embeddings, candidate_ids=None,
                      candidate_log_q=None, positive_ids=None, temperature=1.0):
     """Corrected `[B, C]` logits: scores / temperature - log Q, accidental hits masked.
@@ -188,6 +190,8 @@ def retrieval_logits(query_embeddings, candidate_embeddings, candidate_ids=None,
 
 
 # ---------------------------------------------------------------------------- losses
+# Plain TF ops: autograph conversion would only slow down tracing.
+@tf.autograph.experimental.do_not_convert
 def in_batch_softmax_loss(query_embeddings, candidate_embeddings, candidate_ids=None,
                           candidate_sampling_probability=None, temperature=1.0,
                           num_hard_negatives=None, *, candidate_log_q=None):
@@ -237,6 +241,8 @@ def in_batch_softmax_loss(query_embeddings, candidate_embeddings, candidate_ids=
     return _diagonal_softmax_loss(logits, num_hard_negatives)
 
 
+# Plain TF ops: autograph conversion would only slow down tracing.
+@tf.autograph.experimental.do_not_convert
 def mixed_negative_sampling_loss(query_embeddings, candidate_embeddings, candidate_ids,
                                  candidate_tower, sampler=None, num_sampled=None,
                                  candidate_sampling_probability=None, subtract_log_q=True,
