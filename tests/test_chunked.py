@@ -70,6 +70,32 @@ def test_chunked_equals_unchunked(chunk_size, splits):
                                    - lse[:, None], **TOL)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_block_maxima_top_k_is_exact_with_ties(k, jit, monkeypatch):
+    """Chunks of 20 blocks of 128 classes take the block-maxima path (k <= 7 < 20 / 2).
+    The kernel repeats 40 rows, so logits are tied across blocks and within them: the
+    ids must still be those of `tf.math.top_k` (lower id first among equals), with and
+    without XLA."""
+    monkeypatch.setattr(_chunked, "JIT_MIN_ROWS", 1 if jit else 2 ** 40)
+    rng = np.random.default_rng(k)
+    # Small integers: every dot product is exact in float32, so equal rows tie exactly
+    # in any summation order.
+    distinct = rng.integers(-3, 4, size=(40, 4)).astype(np.float32)
+    # Rows drawn with probabilities from 1/40^2 to 1: some values have one or two copies,
+    # others hundreds, so the k-th best value is often tied across blocks whose maxima
+    # differ (the case that needs the chosen blocks read in block order).
+    p = 1.0 / rng.permutation(np.arange(1, 41)) ** 2
+    kernel = tf.constant(distinct[rng.choice(40, 5000, p=p / p.sum())])
+    bias = tf.constant(np.zeros(5000, np.float32))
+    x = tf.constant(rng.integers(-2, 3, size=(9, 4)).astype(np.float32))
+    assert 2560 % _chunked.TOP_K_BLOCK == 0 and 2560 // _chunked.TOP_K_BLOCK > 2 * k
+    values, ids = _chunked.top_k(x, [kernel], [bias], k=k, chunk_size=2560)
+    want = tf.math.top_k(tf.nn.log_softmax(tf.matmul(x, kernel, transpose_b=True)), k)
+    np.testing.assert_array_equal(ids, want.indices)
+    np.testing.assert_allclose(values, want.values, rtol=1e-6, atol=1e-6)
+
+
 def test_chunk_size_is_automatic_and_bounded():
     # 2 MiB (64 MiB for top-k) per [batch, chunk] float32 tensor, a multiple of 256, at
     # most the rows.
