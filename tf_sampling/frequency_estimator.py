@@ -157,6 +157,7 @@ class FrequencyEstimator(keras.layers.Layer):
     def _local(self, variable):
         return replicas.local_copy(variable, self._replica_strategy)
 
+    @tf.autograph.experimental.do_not_convert
     def update(self, ids):
         """Records one step in which `ids` (any shape) were seen. In a replica context, the
         step's ids are those of all replicas (see the module docstring)."""
@@ -180,6 +181,7 @@ class FrequencyEstimator(keras.layers.Layer):
         self._local(self.step).assign(t)
         self._local(self.num_seen).assign_add(tf.size(flat, out_type=tf.int64))
 
+    @tf.autograph.experimental.do_not_convert
     def step_frequency(self, ids):
         """Estimated occurrences per step `1 / max_h B[h, hash_h(id)]` (the paper's `p`).
 
@@ -192,12 +194,14 @@ class FrequencyEstimator(keras.layers.Layer):
         gap = tf.where(seen, tf.reduce_max(gaps, axis=0), steps)
         return tf.reshape(1.0 / gap, tf.shape(ids))
 
+    @tf.autograph.experimental.do_not_convert
     def probability(self, ids):
         """Per-draw probability of each id (float32, shape of `ids`), clipped to (0, 1]."""
         steps = tf.cast(tf.maximum(self._local(self.step), 1), tf.float32)
         ids_per_step = tf.cast(tf.maximum(self._local(self.num_seen), 1), tf.float32) / steps
         return tf.minimum(self.step_frequency(ids) / ids_per_step, 1.0)
 
+    @tf.autograph.experimental.do_not_convert
     def call(self, ids, training=None):
         if training:
             self.update(ids)

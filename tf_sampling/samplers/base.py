@@ -166,11 +166,15 @@ class CandidateSampler(keras.layers.Layer):
         return None
 
     # ----------------------------------------------------------------- public API
+    # Plain TF ops and Python-level branches only: autograph conversion (in a user's
+    # tf.function) would only slow down tracing, by seconds per trace.
+    @tf.autograph.experimental.do_not_convert
     def probability(self, class_ids):
         """Probability of drawing each of `class_ids` in one draw (float32, same shape)."""
         ids = self._check_ids(class_ids, "class_ids", rank=None)
         return tf.cast(self._probability(ids), tf.float32)
 
+    @tf.autograph.experimental.do_not_convert
     def sample(self, true_classes, num_sampled, unique=True, seed=None, per_example=False):
         """Draws `num_sampled` candidates for a batch, or for each example of it.
 
@@ -225,6 +229,7 @@ class CandidateSampler(keras.layers.Layer):
             tf.stop_gradient(expected_counts(sampled_p, num_tries, num_sampled, unique)),
         )
 
+    @tf.autograph.experimental.do_not_convert
     def call(self, true_classes, num_sampled=1, unique=True):
         return self.sample(true_classes, num_sampled, unique=unique)
 

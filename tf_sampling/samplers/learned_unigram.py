@@ -43,6 +43,7 @@ class LearnedUnigramSampler(CandidateSampler):
             autocast=False, aggregation="sum", name="counts")
         self._snapshot = None
 
+    @tf.autograph.experimental.do_not_convert
     def update(self, class_ids):
         """Adds 1 to the count of every id in `class_ids` (any shape; repeats count)."""
         ids = tf.reshape(self._check_ids(class_ids, "class_ids", rank=None), [-1])
@@ -56,6 +57,7 @@ class LearnedUnigramSampler(CandidateSampler):
         else:
             var.scatter_add(tf.IndexedSlices(tf.ones_like(ids), ids))
 
+    @tf.autograph.experimental.do_not_convert
     def sample(self, true_classes, num_sampled, unique=True, seed=None, per_example=False):
         # One snapshot of the counts serves the draws and both expected counts, so they
         # describe the same distribution and the O(V) pass over the counts happens once.
@@ -130,6 +132,7 @@ class _CountsSnapshot:
         self.block_cdf = tf.cumsum(self.block_sums)
         self.total = self.block_cdf[-1]
 
+    @tf.autograph.experimental.do_not_convert
     def probability(self, class_ids):
         return tf.cast(tf.gather(self.counts, class_ids), tf.float64) / self.total
 
