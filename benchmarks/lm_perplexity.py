@@ -64,6 +64,7 @@ OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
     "sparse_adam": tfs.optimizers.SparseAdam,
     "sparse_adam_per_row": lambda lr: tfs.optimizers.SparseAdam(lr, bias_correction="per_row"),
+    "sparse_adam_catch_up": lambda lr: tfs.optimizers.SparseAdam(lr, catch_up=True),
     "rowwise_adagrad": tfs.optimizers.RowwiseAdagrad,
 }
 
@@ -93,7 +94,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate, every head")
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam",
                    help="every head's optimizer: keras Adam, tfs.optimizers.SparseAdam "
-                        "(global or per-row bias correction) or RowwiseAdagrad")
+                        "(global or per-row bias correction, or catch_up) or "
+                        "RowwiseAdagrad")
     p.add_argument("--num-sampled", type=int, default=1024, help="sampled and nce heads")
     p.add_argument("--sampler", default="log_uniform",
                    help="sampled and nce heads: a sampler name of tfs.samplers.get, or "

@@ -81,6 +81,72 @@ def test_sparse_adam_matches_numpy_lazy_adam(bias_correction):
     assert not opt._velocities[0].numpy()[V // 2:].any()
 
 
+def _catch_up_run(opt, grads, sparse, late=True):
+    """Applies `grads` (some steps empty) to a fresh [V, D] variable; returns the variable
+    and, after each step, the touched rows' values."""
+    var = tf.Variable(np.random.default_rng(5).normal(size=(V, D)).astype(np.float32))
+    opt.build([var])
+    if late:
+        # Bias corrections ~1: alpha is then the same at every step, the one thing the
+        # closed-form catch-up assumes besides epsilon << sqrt(v).
+        opt.iterations.assign(10 ** 6)
+    touched = []
+    for ids, vals in grads:
+        if sparse:
+            g = tf.IndexedSlices(tf.constant(vals.reshape(-1, D)), tf.constant(ids, tf.int64),
+                                 tf.constant([V, D]))
+        else:
+            dense = np.zeros((V, D), np.float32)
+            np.add.at(dense, ids, vals)
+            g = tf.constant(dense)
+        opt.apply([g], [var])
+        touched.append(var.numpy()[np.unique(ids)])
+    return var, touched
+
+
+def test_sparse_adam_catch_up_follows_dense_adam():
+    """With `catch_up`, each touched row equals dense Adam's row right after its step, and
+    after `finalize_variable_values` every row does; plain lazy Adam is far from it.
+    Tolerance: the catch-up sums a geometric series where dense Adam adds up to ~40 float32
+    steps of size ~lr = 0.01, a rounding error of ~40 x 2^-24 x 0.4 = 1e-6 (measured
+    6e-7); 1e-5 keeps a tenfold margin, and a missing catch-up is ~0.5 (below)."""
+    rng = np.random.default_rng(11)
+    grads = []
+    for t in range(60):
+        n = 0 if t % 7 == 0 else int(rng.integers(1, 5))  # some steps touch no row
+        grads.append((rng.choice(V // 2, n, replace=False), rng.normal(size=(n, D))
+                      .astype(np.float32)))
+    adam_opt = keras.optimizers.Adam(LR, epsilon=1e-12)
+    adam, adam_rows = _catch_up_run(adam_opt, grads, False)
+    opt = tfs.optimizers.SparseAdam(LR, epsilon=1e-12, catch_up=True)
+    var, rows = _catch_up_run(opt, grads, True)
+    for got, want in zip(rows, adam_rows):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    opt.finalize_variable_values([var])
+    np.testing.assert_allclose(var.numpy(), adam.numpy(), atol=1e-5)
+    lazy, _ = _catch_up_run(tfs.optimizers.SparseAdam(LR, epsilon=1e-12), grads, True)
+    assert np.abs(lazy.numpy() - adam.numpy()).max() > 0.1
+    # A dense gradient after the sparse ones: every row gets Adam's step again.
+    dense = tf.constant(np.random.default_rng(12).normal(size=(V, D)).astype(np.float32))
+    opt.apply([dense], [var])
+    adam_opt.apply([dense], [adam])
+    np.testing.assert_allclose(var.numpy(), adam.numpy(), atol=1e-5)
+
+
+def test_sparse_adam_catch_up_from_the_first_step():
+    """From step 1 the bias correction changes from step to step; the catch-up uses each
+    skipped step's own (for the 64 most recent), so only the float32 rounding remains."""
+    rng = np.random.default_rng(13)
+    grads = [(rng.choice(V // 2, 3, replace=False), rng.normal(size=(3, D)).astype(np.float32))
+             for _ in range(80)]
+    adam, _ = _catch_up_run(keras.optimizers.Adam(LR, epsilon=1e-12), grads, False,
+                            late=False)
+    opt = tfs.optimizers.SparseAdam(LR, epsilon=1e-12, catch_up=True)
+    var, _ = _catch_up_run(opt, grads, True, late=False)
+    opt.finalize_variable_values([var])
+    np.testing.assert_allclose(var.numpy(), adam.numpy(), atol=1e-5)
+
+
 def test_sparse_adam_per_row_differs_from_global():
     # A row first touched at step 3 gets bias correction for t=1 under "per_row": the
     # two modes must then differ on it (else the option does nothing).
@@ -230,6 +296,9 @@ def test_rowwise_state_is_one_float_per_row():
     ({"beta_2": 1.5}, "beta_2"),
     ({"epsilon": 0.0}, "epsilon"),
     ({"bias_correction": "row"}, "bias_correction"),
+    ({"catch_up": 1}, "catch_up"),
+    ({"catch_up": True, "bias_correction": "per_row"}, "catch_up"),
+    ({"catch_up": True, "amsgrad": True}, "catch_up"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -314,6 +383,7 @@ def test_fit_sampled_softmax_with_embedding_input(make):
 def test_keras_save_load_keeps_optimizer_state(tmp_path):
     x = _data()
     for make in (lambda: tfs.optimizers.SparseAdam(0.02, bias_correction="per_row"),
+                 lambda: tfs.optimizers.SparseAdam(0.02, catch_up=True),
                  lambda: tfs.optimizers.RowwiseAdagrad(0.2)):
         model = _model(make())
         model.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0)

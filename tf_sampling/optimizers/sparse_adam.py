@@ -14,6 +14,20 @@ and every other row of `var`, `m` and `v` is left as it is (dense Adam would dec
 of steps that touched the row, kept in one int32 per row (4 bytes per row beyond Adam's
 `m` and `v`). A dense gradient gets `keras.optimizers.Adam`'s step, computed by its own code.
 
+With `catch_up=True` a row also gets, when it is next touched, the steps dense Adam would
+have given it meanwhile (its `m` and `v` decay, and it keeps moving by its momentum): after
+`s` steps without a gradient since its last update,
+
+    var[i] -= alpha * m[i] / (sqrt(v[i]) + epsilon) * sum_{j=1..s} (beta_1 / sqrt(beta_2))^j
+    m[i] *= beta_1^s,   v[i] *= beta_2^s
+
+in closed form, before the row's own step, from one int64 per row holding the step of its
+last update (8 bytes per row). This is dense Adam's trajectory for that row, up to two
+approximations: the skipped steps use the current learning rate (and, beyond the 64 most
+recent ones, where momentum has faded below 0.2%, the current bias correction), and epsilon
+is scaled with `sqrt(v)` in the sum. A forward pass reads an untouched row before its catch-up,
+and `finalize_variable_values` (called by `fit` at its end) catches every row up.
+
 Cost per step: O(n*d) for n touched rows of width d (gathers, element-wise math and three
 scatters), against O(V*d) for keras Adam. State: `m` and `v`, 8 bytes per float32 weight.
 """
@@ -23,6 +37,10 @@ import tensorflow as tf
 from keras import ops
 
 from tf_sampling.optimizers import _sparse
+
+# Skipped steps whose own bias correction the catch-up uses; beyond them momentum has
+# faded to r^64 < 0.002 (r = beta_1 / sqrt(beta_2) = 0.9 / 0.9995 by default).
+_EXACT_TERMS = 64
 
 
 @keras.saving.register_keras_serializable(package="tf_sampling")
@@ -43,6 +61,9 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         bias_correction: `"global"` (the optimizer's step count, as TF's LazyAdam and
             PyTorch's SparseAdam) or `"per_row"` (each row's own count of updates, one int32
             per row). See the README's "Optimizers" section for the measurement.
+        catch_up: give a row, when it is next touched, the momentum steps dense Adam would
+            have given it since its last update (module docstring). Needs
+            `bias_correction="global"` and `amsgrad=False`; one int64 per row.
         weight_decay: decoupled decay `var -= var * weight_decay * lr` applied before the
             step, as Keras does, but to the touched rows only when the gradient is sparse
             (rows not in the batch are neither decayed nor moved).
@@ -63,11 +84,16 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
                  amsgrad=False, bias_correction="global", weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
                  ema_overwrite_frequency=None, loss_scale_factor=None,
-                 gradient_accumulation_steps=None, name=None, **kwargs):
+                 gradient_accumulation_steps=None, name=None, catch_up=False, **kwargs):
         _sparse.check_hyperparameters(learning_rate, epsilon, beta_1=beta_1, beta_2=beta_2)
         if bias_correction not in ("global", "per_row"):
             raise ValueError("Argument `bias_correction` must be 'global' or 'per_row'. "
                              f"Received: bias_correction={bias_correction!r}")
+        if not isinstance(catch_up, bool):
+            raise ValueError(f"Argument `catch_up` must be a bool. Received: {catch_up!r}")
+        if catch_up and (bias_correction != "global" or amsgrad):
+            raise ValueError("`catch_up=True` needs bias_correction='global' and "
+                             "amsgrad=False.")
         super().__init__(
             learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon,
             amsgrad=amsgrad, weight_decay=weight_decay, clipnorm=clipnorm,
@@ -76,22 +102,88 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
             loss_scale_factor=loss_scale_factor,
             gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
         self.bias_correction = bias_correction
+        self.catch_up = catch_up
 
     def build(self, var_list):
         if self.built:
             return
         super().build(var_list)
-        self._row_steps = []
-        if self.bias_correction == "per_row":
+        self._row_steps = self._row_slots(var_list, self.bias_correction == "per_row",
+                                          "int32", "row_steps")
+        self._last_steps = self._row_slots(var_list, self.catch_up, "int64", "last_step")
+
+    def _row_slots(self, var_list, wanted, dtype, suffix):
+        """One `[rows]` integer slot per variable of rank >= 1 (None for scalars), or []."""
+        slots = []
+        if not wanted:
+            return slots
+        for variable in var_list:
+            if len(variable.shape) == 0:
+                slots.append(None)
+                continue
+            with tf.distribute.get_strategy().extended.colocate_vars_with(
+                    _sparse.backing(variable)):
+                slots.append(self.add_variable(
+                    shape=(variable.shape[0],), dtype=dtype,
+                    name=f"{_sparse.slot_prefix(variable)}_{suffix}"))
+        return slots
+
+    def _catch_up_rows(self, m, v, last, t_end):
+        """Dense Adam's gradient-free steps `last + 1 .. t_end` of rows with moments `m`,
+        `v` last updated at step `last` (int64 `[n]`): the move to subtract from the rows
+        and their decayed moments.
+
+        The move is `lr * m / (sqrt(v) + eps) * sum_j c_j r^j` over the skipped steps j,
+        `r = beta_1 / sqrt(beta_2)` and `c_j` the bias correction of step `last + j`; the
+        first _EXACT_TERMS terms use their own `c_j`, the rest (r^64 < 0.002 of the first)
+        the last step's, in closed form.
+        """
+        dtype = m.dtype
+        b1, b2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
+        r = b1 / ops.sqrt(b2)
+        last_f = ops.cast(last, dtype)
+        skipped = ops.cast(t_end, dtype) - last_f
+        series = ops.zeros_like(last_f)
+        for j in range(1, _EXACT_TERMS + 1):
+            steps = last_f + j
+            c = ops.sqrt(1 - ops.power(b2, steps)) / (1 - ops.power(b1, steps))
+            series += ops.where(skipped >= j, c * r ** j, ops.zeros_like(c))
+        rest = ops.maximum(skipped - _EXACT_TERMS, 0)
+        # (At step 0 nothing was skipped; max(., 1) only avoids 0 / 0.)
+        end = ops.maximum(ops.cast(t_end, dtype), 1)
+        c_end = ops.sqrt(1 - ops.power(b2, end)) / (1 - ops.power(b1, end))
+        # sum_{j=J+1..s} r^j = r^(J+1) (1 - r^(s-J)) / (1 - r); (s - J) terms where r = 1.
+        one = ops.equal(r, 1.0)
+        tail = ops.where(one, rest, r ** (_EXACT_TERMS + 1) * (1 - ops.power(r, rest))
+                         / ops.where(one, ops.ones_like(r), 1 - r))
+        series += c_end * tail
+        shape = (-1,) + (1,) * (len(m.shape) - 1)
+        lr = ops.cast(self.learning_rate, dtype)
+        coef = ops.reshape(lr * series, shape)
+        skipped = ops.reshape(skipped, shape)
+        move = coef * m / (ops.sqrt(v) + self.epsilon)
+        return move, m * ops.power(b1, skipped), v * ops.power(b2, skipped)
+
+    def finalize_variable_values(self, var_list):
+        """With `catch_up`, brings every row to dense Adam's trajectory at the current
+        step (`fit` calls this when it ends); then Keras' own finalization."""
+        if self.catch_up and self.built:
             for variable in var_list:
-                if len(variable.shape) == 0:
-                    self._row_steps.append(None)
-                    continue
-                with tf.distribute.get_strategy().extended.colocate_vars_with(
-                        _sparse.backing(variable)):
-                    self._row_steps.append(self.add_variable(
-                        shape=(variable.shape[0],), dtype="int32",
-                        name=f"{_sparse.slot_prefix(variable)}_row_steps"))
+                self._catch_up_all(variable, ops.cast(self.iterations, "int64"))
+        super().finalize_variable_values(var_list)
+
+    def _catch_up_all(self, variable, t):
+        """Every row of `variable` caught up to the end of step `t`."""
+        index = self._get_variable_index(variable)
+        last = self._last_steps[index]
+        if last is None:
+            return
+        m, v = self._momentums[index], self._velocities[index]
+        move, m_new, v_new = self._catch_up_rows(m, v, last, t)
+        self.assign_sub(variable, move)
+        self.assign(m, m_new)
+        self.assign(v, v_new)
+        last.assign(ops.full_like(last, t))
 
     def _powers(self, variable, steps):
         b1 = ops.power(ops.cast(self.beta_1, variable.dtype), steps)
@@ -104,6 +196,13 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         row_steps = (self._row_steps[self._get_variable_index(variable)]
                      if self.bias_correction == "per_row" else None)
         if not isinstance(gradient, tf.IndexedSlices):
+            if self.catch_up:
+                # Rows skipped by earlier sparse steps first; then every row is touched.
+                t = ops.cast(self.iterations + 1, "int64")
+                self._catch_up_all(variable, t - 1)
+                index = self._get_variable_index(variable)
+                if self._last_steps[index] is not None:
+                    self._last_steps[index].assign(ops.full_like(self._last_steps[index], t))
             self._decay_dense(variable, lr)
             if row_steps is None:
                 return super().update_step(gradient, variable, learning_rate)
@@ -128,11 +227,20 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         beta_1_power, beta_2_power = self._powers(variable, steps)
         alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
 
+        var_rows = None
+        if self.catch_up:
+            t = ops.cast(self.iterations + 1, "int64")
+            last = _sparse.backing(self._last_steps[index])
+            move, m_rows, v_rows = self._catch_up_rows(
+                tf.gather(m, rows), tf.gather(v, rows), tf.gather(last, rows), t - 1)
+            var_rows = tf.gather(var, rows) - move
+            last.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows), t), rows))
+        else:
+            m_rows, v_rows = tf.gather(m, rows), tf.gather(v, rows)
+
         # The same operations, in the same order, as keras.optimizers.Adam.update_step, so a
         # touched row gets bit for bit the value that dense Adam gives it.
-        m_rows = tf.gather(m, rows)
         m_rows = m_rows + ops.multiply(ops.subtract(g, m_rows), 1 - self.beta_1)
-        v_rows = tf.gather(v, rows)
         v_rows = v_rows + ops.multiply(ops.subtract(ops.square(g), v_rows), 1 - self.beta_2)
         m.scatter_update(tf.IndexedSlices(m_rows, rows))
         v.scatter_update(tf.IndexedSlices(v_rows, rows))
@@ -142,7 +250,10 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
             v_hat.scatter_update(tf.IndexedSlices(v_rows, rows))
         step = ops.divide(ops.multiply(m_rows, alpha), ops.add(ops.sqrt(v_rows), self.epsilon))
         if self._uses_weight_decay(variable):
-            var_rows = self._decay_rows(variable, tf.gather(var, rows), lr)
+            var_rows = tf.gather(var, rows) if var_rows is None else var_rows
+            var_rows = self._decay_rows(variable, var_rows, lr)
+            var.scatter_update(tf.IndexedSlices(var_rows - step, rows))
+        elif var_rows is not None:
             var.scatter_update(tf.IndexedSlices(var_rows - step, rows))
         else:
             var.scatter_sub(tf.IndexedSlices(step, rows))
@@ -171,4 +282,5 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
     def get_config(self):
         config = super().get_config()
         config["bias_correction"] = self.bias_correction
+        config["catch_up"] = self.catch_up
         return config
