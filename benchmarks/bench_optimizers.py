@@ -17,7 +17,8 @@ with `model.fit` (`steps_per_execution`, d=64, batch 512) and reports the median
 
 Optimizers: keras SGD (the sparse reference: its step over an IndexedSlices scatters the
 touched rows), keras Adam and Adagrad (dense: every row of the table and its slots each
-step), `tfs.optimizers.SparseAdam` and `tfs.optimizers.RowwiseAdagrad`. Keras Adam and
+step), `tfs.optimizers.SparseAdam` (lazy, and with `catch_up=True`) and
+`tfs.optimizers.RowwiseAdagrad`. Keras Adam and
 Adagrad are skipped at V > `--dense-max-vocab` (default 1e6), where a step would take
 seconds to minutes; the table says so. Keras' `Embedding` is skipped above
 `--keras-embedding-max-vocab` (default 1e6): there each step copies the whole table (see
@@ -70,7 +71,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 
 HEADS = ["sampled", "hierarchical", "embedding", "embedding (tf.gather)"]
-OPTIMIZERS = ["keras SGD", "keras Adam", "keras Adagrad", "SparseAdam", "RowwiseAdagrad"]
+OPTIMIZERS = ["keras SGD", "keras Adam", "keras Adagrad", "SparseAdam", "SparseAdam catch_up",
+              "RowwiseAdagrad"]
 DENSE = {"keras Adam", "keras Adagrad"}
 DIM, BATCH, NUM_SAMPLED, TOKENS, EMB_CLASSES = 64, 512, 1024, 4, 1024
 
@@ -95,6 +97,7 @@ def _make_optimizer(name):
             "keras Adam": lambda: keras.optimizers.Adam(1e-3),
             "keras Adagrad": lambda: keras.optimizers.Adagrad(0.01),
             "SparseAdam": lambda: tfs.optimizers.SparseAdam(1e-3),
+            "SparseAdam catch_up": lambda: tfs.optimizers.SparseAdam(1e-3, catch_up=True),
             "RowwiseAdagrad": lambda: tfs.optimizers.RowwiseAdagrad(0.01)}[name]()
 
 
