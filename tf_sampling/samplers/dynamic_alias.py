@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from tf_sampling import _replicated_state as replicas
 from tf_sampling import ops
+from tf_sampling.ops import alias as alias_ops
 from tf_sampling.samplers.base import CandidateSampler, _check_positive_int
 
 
@@ -296,7 +297,8 @@ class DynamicAliasSampler(CandidateSampler):
         return mix.table, mix.table_mass, mix.ids, mix.cum
 
     def _probability(self, class_ids):
-        return self._local(self.class_weights).sparse_read(class_ids) / self._total_mass()
+        weights = alias_ops.variable_gather(self._local(self.class_weights), class_ids)
+        return weights / self._total_mass()
 
     def _support_size(self):
         return tf.convert_to_tensor(self._local(self.num_positive))
