@@ -29,6 +29,7 @@ def test_bench_samplers_smoke(tmp_path):
     out_json = tmp_path / "s.json"
     out = run_script("bench_samplers.py", "--vocab", "10000", "--num-sampled", "300",
                      "--min-time", "0.01", "--calls-in-graph", "3", "--labels", "16",
+                     "--steps-in-graph", "2", "--step-labels", "16",
                      "--dynamic-sampled", "64", "--cpu-allocator", "bfc",
                      "--json-out", str(out_json))
     result = json.loads(out_json.read_text())
@@ -40,6 +41,7 @@ def test_bench_samplers_smoke(tmp_path):
     # Each TF sampler row is compared with the op row of its own kind (plain or unique).
     methods = {(r["section"], r["method"]) for r in rows}
     assert ("in-graph", "alias op, unique") in methods or "NOT loaded" in out
+    assert ("in-graph", "DynamicAliasSampler, step") in methods
     assert "Goals at V = 1e6" in out and "| section |" in out
 
 

@@ -113,6 +113,26 @@ def test_seeds_repeat(impl):
         assert np.mean(a != c) > 0.5
 
 
+def test_state_read_without_copy_keeps_its_values_through_updates():
+    """The draws read the pending lists, and a rebuild the weights, without the copy of
+    copy-on-read mode: a value read that is still held when an update scatters into the
+    variable must keep the values it was read with (TF copies the buffer then)."""
+    from tf_sampling.samplers.dynamic_alias import _read_without_copy
+
+    s = DynamicAliasSampler(100, max_pending=50, rebuild_threshold=10.0, seed=1)
+    s.update(np.arange(10)[:, None])
+    held = {v.path: (_read_without_copy(v.value), v.numpy().copy())
+            for v in (s.pending_ids, s.pending_cum, s.class_weights)}
+    mix = s._read_mixture()
+    s.update(np.arange(20, 40)[:, None])  # appends 20 entries, adds to 20 weights
+    s.add_weights([3, 4], [5.0, 6.0])
+    assert s.pending_size.numpy() == 32 and s.num_rebuilds.numpy() == 0
+    for path, (value, before) in held.items():
+        np.testing.assert_array_equal(value.numpy(), before, err_msg=path)
+    np.testing.assert_array_equal(mix.ids, np.arange(10))
+    assert float(mix.total) == 110.0 and float(s._total_mass()) == 141.0
+
+
 def test_rebuild_triggers():
     s = DynamicAliasSampler(100, max_pending=10, rebuild_threshold=0.5)
     s.update(np.arange(8)[:, None])  # 8 pending, mass 8 < 0.5 * 100

@@ -553,6 +553,33 @@ def test_mixture_unique(use_op):
                                      use_custom_op=use_op)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+def test_variable_gather_is_sparse_read(dtype):
+    """The compiled gather of a variable's entries (DynamicAliasSampler's weights for the
+    expected counts) gives ResourceGather's values, shapes and dtype, after scatters
+    (copy-on-read mode) too, eagerly and in a tf.function."""
+    from tf_sampling.ops.alias import variable_gather
+
+    if not tfs.ops.custom_ops_available():
+        pytest.skip("custom ops unavailable")
+    rng = np.random.default_rng(0)
+    var = tf.Variable((rng.random(50_000) * 1e6).astype(dtype))
+    var.scatter_add(tf.IndexedSlices(tf.ones([3], dtype), tf.constant([0, 7, 49_999])))
+    gather = tf.function(variable_gather)
+    for indices in (rng.integers(0, 50_000, 10_000), rng.integers(0, 50_000, (3, 4, 5)),
+                    np.zeros([0], np.int64), np.array([49_999, 0, 0])):
+        indices = tf.constant(indices, tf.int64)
+        for out in (variable_gather(var, indices), gather(var, indices)):
+            assert out.dtype == var.dtype and out.shape == indices.shape
+            np.testing.assert_array_equal(out, var.sparse_read(indices))
+    graph = gather.get_concrete_function(var, indices).graph.as_graph_def()
+    assert "TfSampling>VariableGather" in {n.op for n in graph.node}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"not in \[0, 50000\)"):
+        variable_gather(var, tf.constant([3, 50_000], tf.int64))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"not in \[0, 50000\)"):
+        variable_gather(var, tf.constant([-1], tf.int64))
+
+
 def test_mixture_bad_inputs():
     if not tfs.ops.custom_ops_available():
         pytest.skip("custom ops unavailable")

@@ -247,6 +247,20 @@ def alias_mixture_sample(table, table_mass, extra_ids, extra_cum, num_samples, s
                        use_custom_op)
 
 
+def variable_gather(variable, indices):
+    """`variable.sparse_read(indices)` for a vector `tf.Variable` of float32, float64 or
+    int64: the same values, through the compiled op where it can run (the op loaded and
+    the variable on a CPU), which prefetches the entries it reads.
+    """
+    module = _ops(None)
+    op = getattr(module, "tf_sampling_variable_gather", None)  # None: a library of before
+    device = tf.DeviceSpec.from_string(variable.device or "").device_type
+    if (op is None or device not in (None, "CPU")
+            or variable.dtype not in (tf.float32, tf.float64, tf.int64)):
+        return variable.sparse_read(indices)
+    return op(variable.handle, tf.cast(indices, tf.int64), dtype=variable.dtype)
+
+
 def alias_probabilities(table):
     """float64 `[n]`: the probability of each class under a table, exactly as drawn up to
     float64 rounding (pure TF; for checks).

@@ -14,6 +14,8 @@
 
 #include "kernels/range_sampler.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/resource_var.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
 #include "tensorflow/core/util/work_sharder.h"
@@ -260,6 +262,65 @@ class AliasSampleOp : public OpKernel {
                     "ids do not describe the distribution drawn (corrupted)"));
   }
 };
+
+// Random reads into a large vector miss the caches. ResourceGather took 300-500
+// us for 8,192 random entries of 1e6 doubles in a DynamicAliasSampler step,
+// about 5x NumPy's take; prefetching each entry kPrefetchAhead indices before
+// it is read keeps many misses in flight (under 100 us there).
+template <typename T>
+class VariableGatherOp : public OpKernel {
+ public:
+  explicit VariableGatherOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    core::RefCountPtr<Var> var;
+    OP_REQUIRES_OK(ctx, LookupResource(ctx, HandleFromInput(ctx, 0), &var));
+    const Tensor& indices = ctx->input(1);
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, indices.shape(), &out));
+    tf_shared_lock lock(*var->mu());
+    const Tensor& params = *var->tensor();
+    OP_REQUIRES(ctx, var->is_initialized,
+                errors::FailedPrecondition("the variable is not initialized"));
+    OP_REQUIRES(ctx,
+                params.dtype() == DataTypeToEnum<T>::v() &&
+                    TensorShapeUtils::IsVector(params.shape()),
+                errors::InvalidArgument("the variable must be a vector of ",
+                                        DataTypeString(DataTypeToEnum<T>::v()),
+                                        ", got ", var->DebugString()));
+    const T* p = params.flat<T>().data();
+    const uint64_t n = static_cast<uint64_t>(params.NumElements());
+    const int64_t* idx = indices.flat<int64_t>().data();
+    const int64_t m = indices.NumElements();
+    T* o = out->flat<T>().data();
+    constexpr int64_t kPrefetchAhead = 32;
+    for (int64_t i = 0; i < std::min(m, kPrefetchAhead); ++i) {
+      const uint64_t j = static_cast<uint64_t>(idx[i]);
+      if (j < n) __builtin_prefetch(p + j);
+    }
+    for (int64_t i = 0; i < m; ++i) {
+      if (i + kPrefetchAhead < m) {
+        const uint64_t ahead = static_cast<uint64_t>(idx[i + kPrefetchAhead]);
+        if (ahead < n) __builtin_prefetch(p + ahead);
+      }
+      const uint64_t j = static_cast<uint64_t>(idx[i]);
+      OP_REQUIRES(ctx, j < n,
+                  errors::InvalidArgument("indices[", i, "] = ", idx[i],
+                                          " is not in [0, ", n, ")"));
+      o[i] = p[j];
+    }
+  }
+};
+
+#define REGISTER_VARIABLE_GATHER(T)                         \
+  REGISTER_KERNEL_BUILDER(Name("TfSampling>VariableGather") \
+                              .Device(DEVICE_CPU)           \
+                              .TypeConstraint<T>("dtype"),  \
+                          VariableGatherOp<T>);
+REGISTER_VARIABLE_GATHER(float)
+REGISTER_VARIABLE_GATHER(double)
+REGISTER_VARIABLE_GATHER(int64_t)
+#undef REGISTER_VARIABLE_GATHER
 
 REGISTER_KERNEL_BUILDER(Name("TfSampling>AliasBuild")
                             .Device(DEVICE_CPU)

@@ -73,22 +73,25 @@ inline bool DrawMixtureRangeWith(const BlockFunctions& f,
   const uint64_t un = static_cast<uint64_t>(n);
   const double scale = (mix.table_mass + mix.cum[mix.m - 1]) / kTwoPow53;
   bool bad = false;
-  // Per block of kBlockPairs draws: the words, then the list draws and the
-  // prefetches of the table rows, then the table draws.
-  uint64_t words[kBlockDraws];
-  uint32_t bucket[kBlockPairs], coin[kBlockPairs];
-  bool from_table[kBlockPairs];
-  for (int64_t t0 = begin; t0 < end; t0 += kBlockPairs) {
+  // Blocks of kBlockPairs draws, pipelined as in DrawRangeWith: a block is
+  // staged (its words, its list draws, the buckets and coins of its table
+  // draws and prefetches of their table rows) before the block staged
+  // earlier is resolved, so that its table misses overlap the work between.
+  uint32_t bucket[2][kBlockPairs], coin[2][kBlockPairs];
+  bool from_table[2][kBlockPairs];
+  auto stage = [&](int s, int64_t t0) {
+    uint64_t words[kBlockDraws];
     const int len = static_cast<int>(std::min<int64_t>(kBlockPairs, end - t0));
+    int64_t* dst = out + (t0 - begin);
     f.words(key, static_cast<uint64_t>(t0), words);
     for (int i = 0; i < len; ++i) {
       const double u =
           static_cast<double>(static_cast<int64_t>(words[2 * i] >> 11)) * scale;
-      from_table[i] = u < mix.table_mass;
-      if (from_table[i]) {
+      from_table[s][i] = u < mix.table_mass;
+      if (from_table[s][i]) {
         uint64_t j;
-        BucketAndCoin(words[2 * i + 1], un, &j, &coin[i]);
-        bucket[i] = static_cast<uint32_t>(j);
+        BucketAndCoin(words[2 * i + 1], un, &j, &coin[s][i]);
+        bucket[s][i] = static_cast<uint32_t>(j);
         __builtin_prefetch(table + j);
       } else {
         const double v = u - mix.table_mass;
@@ -97,16 +100,25 @@ inline bool DrawMixtureRangeWith(const BlockFunctions& f,
         const int64_t id = mix.ids[k];
         const bool ok = id >= 0 && id < n;
         bad |= !ok;
-        out[i] = ok ? id : 0;
+        dst[i] = ok ? id : 0;
       }
     }
+  };
+  auto resolve = [&](int s, int64_t t0) {
+    const int len = static_cast<int>(std::min<int64_t>(kBlockPairs, end - t0));
+    int64_t* dst = out + (t0 - begin);
     for (int i = 0; i < len; ++i) {
-      if (from_table[i]) {
-        const uint32_t j = bucket[i];
-        out[i] = Resolve(j, coin[i], table[j], un, &bad);
+      if (from_table[s][i]) {
+        const uint32_t j = bucket[s][i];
+        dst[i] = Resolve(j, coin[s][i], table[j], un, &bad);
       }
     }
-    out += len;
+  };
+  if (begin < end) stage(0, begin);
+  int s = 0;
+  for (int64_t t0 = begin; t0 < end; t0 += kBlockPairs, s ^= 1) {
+    if (t0 + kBlockPairs < end) stage(s ^ 1, t0 + kBlockPairs);
+    resolve(s, t0);
   }
   return !bad;
 }
@@ -322,13 +334,15 @@ inline double UniqueDrawBound(const uint64_t* table, int64_t n,
 // (which only falls as the sample fills, so rounds rather stop short than
 // overshoot; an extra round costs little, wasted draws cost their time), at
 // least 512, and at most 4x the draws so far, so that a long tail takes
-// O(log) rounds, and at most kMaxRoundDraws. Even, so that the rounds start
-// on Philox pairs.
+// O(log) rounds, and at most kMaxRoundDraws. The first round, with no rate
+// known yet, is k and a sixteenth more: a flat distribution repeats few ids
+// (k^2 / 2n of them among n classes), and a skewed one goes on by rate. Even,
+// so that the rounds start on Philox pairs.
 inline int64_t NextRoundLength(int64_t want, int64_t last_len, int64_t last_new,
                                int64_t pos) {
   int64_t len;
-  if (last_len == 0) {  // first round: a little more than k, for repeats
-    len = want + want / 4 + 64;
+  if (last_len == 0) {
+    len = want + want / 16 + 64;
   } else if (last_new == 0) {
     len = 2 * pos;
   } else {

@@ -1,4 +1,5 @@
-// Op registrations of the alias-table sampler. Kernels: kernels/alias_kernels.cc
+// Op registrations of the alias-table sampler, and the variable gather that
+// DynamicAliasSampler reads its weights with. Kernels: kernels/alias_kernels.cc
 // (CPU, and GPU with GOOGLE_CUDA), algorithm: kernels/distribution_sampler.h
 // (table), kernels/range_sampler.h (mixture and unique draws).
 
@@ -130,5 +131,22 @@ list has no GPU kernel: AliasSample keeps its GPU placement.
 )doc");
 
 #undef SAMPLE_OUTPUTS_AND_ATTRS
+
+REGISTER_OP("TfSampling>VariableGather")
+    .Input("resource: resource")
+    .Input("indices: int64")
+    .Output("output: dtype")
+    .Attr("dtype: {float, double, int64}")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(1));
+      return absl::OkStatus();
+    })
+    .Doc(R"doc(
+The entries at `indices` (any shape) of a vector resource variable, read as
+ResourceGather reads them (under the variable's shared lock, without copying
+the variable). The entries are prefetched some indices ahead, which at
+millions of entries makes random gathers several times faster than
+ResourceGather's loop. InvalidArgument for an index outside [0, n). CPU only.
+)doc");
 
 }  // namespace tensorflow
