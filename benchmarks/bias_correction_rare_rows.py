@@ -8,7 +8,9 @@ the optimizers themselves: a two-row table, row 0 touched every step, row 1 (the
 first at step 1000 and then every `gap` steps, always with gradient +1. It prints how far
 row 1 moves from one touch to the next, in units of the learning rate, under keras Adam
 (dense: untouched rows keep moving on their decaying momentum), SparseAdam global and
-SparseAdam per_row.
+SparseAdam per_row, and SparseAdam catch_up (read after `finalize_variable_values`, which
+brings every row to where it is read from: the catch-up composes, so this changes nothing
+that follows).
 
 Reading: per_row moves a rare row exactly lr per touch, like a fresh Adam; global moves it
 2.5-5x lr (v starts at zero but is divided by sqrt(1 - beta_2^t) ~ 1, so the first steps are
@@ -38,7 +40,7 @@ FIRST = 1000
 TOUCHES = 6
 
 
-def movements(make, gap, dense):
+def movements(make, gap, dense, finalize=False):
     var = keras.Variable(np.zeros((2, 1), "float32"))
     opt = make()
 
@@ -57,6 +59,8 @@ def movements(make, gap, dense):
     for t in range(1, touches[-1] + gap):
         step(tf.constant(t in touches))
         if t in ends:
+            if finalize:  # catch_up: bring the row to where it would be read from now on
+                opt.finalize_variable_values([var])
             w = float(var.numpy()[1, 0])
             moves.append((last - w) / LR)
             last = w
@@ -65,18 +69,20 @@ def movements(make, gap, dense):
 
 def main():
     optimizers = [
-        ("keras Adam (dense)", lambda: keras.optimizers.Adam(LR), True),
-        ("SparseAdam global", lambda: tfs.optimizers.SparseAdam(LR), False),
+        ("keras Adam (dense)", lambda: keras.optimizers.Adam(LR), True, False),
+        ("SparseAdam global", lambda: tfs.optimizers.SparseAdam(LR), False, False),
         ("SparseAdam per_row",
-         lambda: tfs.optimizers.SparseAdam(LR, bias_correction="per_row"), False),
+         lambda: tfs.optimizers.SparseAdam(LR, bias_correction="per_row"), False, False),
+        ("SparseAdam catch_up", lambda: tfs.optimizers.SparseAdam(LR, catch_up=True), False,
+         True),
     ]
     for gap in (100, 10):
         print(f"rare row: first touched at step {FIRST}, then every {gap} steps; movement "
               "from one touch to the next, / lr")
         print(f"| optimizer | " + " | ".join(f"touch {k + 1}" for k in range(TOUCHES)) + " |")
         print("|---|" + "---:|" * TOUCHES)
-        for name, make, dense in optimizers:
-            moves = movements(make, gap, dense)
+        for name, make, dense, finalize in optimizers:
+            moves = movements(make, gap, dense, finalize)
             print(f"| {name} | " + " | ".join(f"{m:.2f}" for m in moves) + " |")
         print()
 
