@@ -118,6 +118,8 @@ def build_model(args, ragged):
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.05))
     loss = head([h, shown, clicked])
     model = keras.Model([feats, shown, clicked], loss)
+    # A few thousand items: keras Adam's dense step is cheap. For millions of items use
+    # tfs.optimizers.SparseAdam(lr, catch_up=True), which steps only the rows a batch touches.
     model.compile(optimizer=keras.optimizers.Adam(args.lr))
     return model
 
