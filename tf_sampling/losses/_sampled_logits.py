@@ -61,22 +61,25 @@ def compute_dtype(dtype):
     return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
 
 
-def check_inputs(inputs, dim=None, rank=None, min_rank=2):
+def check_inputs(inputs, dim=None, rank=None, min_rank=2, layer=True):
     """`inputs` as a float tensor of rank `rank` (or at least `min_rank`) whose last axis is
-    `dim`: a TypeError for another dtype, a ValueError for another shape."""
+    `dim` (that of a built layer's weights, or with `layer=False` of the `weights`
+    argument): a TypeError for another dtype, a ValueError for another shape."""
     inputs = tf.convert_to_tensor(inputs)
     if not inputs.dtype.is_floating:
         raise TypeError(f"`inputs` must be floating point, got dtype {inputs.dtype.name}.")
     r = inputs.shape.rank
     if rank is not None and r != rank:
-        raise ValueError(f"`inputs` must have rank {rank} ([batch, dim]), got shape "
-                         f"{inputs.shape}.")
+        raise ValueError(f"`inputs` must have rank {rank}: `inputs` must have shape "
+                         f"[batch, dim], got shape {inputs.shape}.")
     if r is not None and r < min_rank:
         raise ValueError(f"`inputs` must have rank >= {min_rank}, got shape {inputs.shape}.")
     width = inputs.shape[-1] if r else None
     if dim is not None and width is not None and int(width) != int(dim):
-        raise ValueError(f"`inputs` has last dimension {width}, but the weights have "
-                         f"dimension {dim}.")
+        if not layer:
+            raise ValueError(f"`inputs` has dim {width} but `weights` has dim {dim}.")
+        raise ValueError(f"`inputs` has last dimension {width}, but the layer was built for "
+                         f"{dim}.")
     return inputs
 
 

@@ -214,7 +214,7 @@ def _dense_logits(shards, biases, inputs, candidates, mask, log_q, num_classes,
 
 def _prepare(weights, biases, inputs, candidates, candidate_mask, candidate_log_q):
     shards, num_classes = _sl.as_shards(weights, "weights", 2)
-    inputs = _sl.check_inputs(inputs, shards[0].shape[1], rank=2)
+    inputs = _sl.check_inputs(inputs, shards[0].shape[1], rank=2, layer=False)
     if biases is not None:
         biases = _sl.as_shards(biases, "biases", 1, num_classes)[0]
     candidates, mask = _check_candidates(candidates, candidate_mask)
