@@ -63,14 +63,6 @@ def check_num_classes(num_classes, minimum=1):
     return int(num_classes)
 
 
-def check_width(inputs, dim):
-    """A `ValueError` if the last axis of `inputs` is not the `dim` the head was built for."""
-    width = inputs.shape[-1]
-    if width is not None and dim is not None and int(width) != int(dim):
-        raise ValueError(f"`inputs` has last dimension {width}, but the layer was built for "
-                         f"{dim}.")
-
-
 def check_k(k, num_classes):
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= num_classes:
         raise ValueError(f"`k` must be an integer in [1, num_classes={num_classes}], got "

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from tf_sampling import _chunked
 from tf_sampling.layers import base
+from tf_sampling.losses import _sampled_logits as _sl
 from tf_sampling.losses.candidate_softmax import candidate_log_softmax, candidate_softmax_loss
 
 _POSITIVE_MODES = ("index", "id")
@@ -162,10 +163,7 @@ class CandidateSoftmax(base.OutputWeights, base.OutputHead):
 
     def logits(self, inputs):
         """Full logits `[batch, num_classes]`."""
-        inputs = tf.convert_to_tensor(inputs)
-        if not inputs.dtype.is_floating:
-            raise TypeError(f"`inputs` must be a float tensor, got dtype {inputs.dtype.name}.")
-        base.check_width(inputs, self._weights().shape[-1])
+        inputs = _sl.check_inputs(inputs, self._weights().shape[-1])
         w = tf.cast(self._weights(), inputs.dtype)
         out = tf.matmul(inputs, w, transpose_b=True)
         if out.dtype in (tf.float16, tf.bfloat16):
@@ -184,7 +182,7 @@ class CandidateSoftmax(base.OutputWeights, base.OutputHead):
             raise TypeError(f"`inputs` must be a float tensor, got dtype {inputs.dtype.name}.")
         if not self.built:
             self.build(inputs.shape)
-        base.check_width(inputs, self._weights().shape[-1])
+        _sl.check_inputs(inputs, self._weights().shape[-1])
         dtype = tf.float32 if inputs.dtype in (tf.float16, tf.bfloat16) else inputs.dtype
         # The tf.Variables: chunks are then read with a sparse ResourceGather.
         bias = None if self.bias is None else [self.bias.value]

@@ -87,7 +87,7 @@ class FullSoftmax(base.OutputWeights, base.OutputHead):
             raise ValueError(f"`inputs` must have shape [batch, ..., dim], got {inputs.shape}.")
         if not self.built:
             self.build(inputs.shape)
-        base.check_width(inputs, self.kernel.shape[-1])
+        _sl.check_inputs(inputs, self.kernel.shape[-1])
         inputs, lead = base.flatten_leading(inputs)
         return tf.cast(inputs, dtype), lead
 

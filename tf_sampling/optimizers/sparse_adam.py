@@ -41,6 +41,8 @@ from tf_sampling.optimizers import _sparse
 # Skipped steps whose own bias correction the catch-up uses; beyond them momentum has
 # faded to r^64 < 0.002 (r = beta_1 / sqrt(beta_2) = 0.9 / 0.9995 by default).
 _EXACT_TERMS = 64
+# Rows per block of `finalize_variable_values` (16 MiB of series at 64 terms).
+_FINALIZE_ROWS = 2 ** 16
 
 
 @keras.saving.register_keras_serializable(package="tf_sampling")
@@ -143,11 +145,11 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         r = b1 / ops.sqrt(b2)
         last_f = ops.cast(last, dtype)
         skipped = ops.cast(t_end, dtype) - last_f
-        series = ops.zeros_like(last_f)
-        for j in range(1, _EXACT_TERMS + 1):
-            steps = last_f + j
-            c = ops.sqrt(1 - ops.power(b2, steps)) / (1 - ops.power(b1, steps))
-            series += ops.where(skipped >= j, c * r ** j, ops.zeros_like(c))
+        # One [n, _EXACT_TERMS] block: a few ops per step, not a few per term.
+        j = ops.arange(1, _EXACT_TERMS + 1, dtype=dtype)
+        steps = last_f[:, None] + j
+        c = ops.sqrt(1 - ops.power(b2, steps)) / (1 - ops.power(b1, steps))
+        series = ops.sum(ops.where(skipped[:, None] >= j, c * ops.power(r, j), 0.0), axis=1)
         rest = ops.maximum(skipped - _EXACT_TERMS, 0)
         # (At step 0 nothing was skipped; max(., 1) only avoids 0 / 0.)
         end = ops.maximum(ops.cast(t_end, dtype), 1)
@@ -179,11 +181,17 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         if last is None:
             return
         m, v = self._momentums[index], self._velocities[index]
-        move, m_new, v_new = self._catch_up_rows(m, v, last, t)
-        self.assign_sub(variable, move)
-        self.assign(m, m_new)
-        self.assign(v, v_new)
-        last.assign(ops.full_like(last, t))
+        var, m, v, last_var = (_sparse.backing(x) for x in (variable, m, v, last))
+        rows = int(variable.shape[0])
+        # Blocks of rows: the series is [rows, _EXACT_TERMS] floats per block.
+        for lo in range(0, rows, _FINALIZE_ROWS):
+            ids = tf.range(lo, min(lo + _FINALIZE_ROWS, rows))
+            move, m_new, v_new = self._catch_up_rows(
+                tf.gather(m, ids), tf.gather(v, ids), tf.gather(last_var, ids), t)
+            var.scatter_update(tf.IndexedSlices(tf.gather(var, ids) - move, ids))
+            m.scatter_update(tf.IndexedSlices(m_new, ids))
+            v.scatter_update(tf.IndexedSlices(v_new, ids))
+        last_var.assign(tf.fill(tf.shape(last_var), t))
 
     def _powers(self, variable, steps):
         b1 = ops.power(ops.cast(self.beta_1, variable.dtype), steps)
