@@ -19,3 +19,26 @@ def impl(request, monkeypatch):
     assert ops.custom_ops_available() == (request.param == "op")
     yield request.param
     _loader.LIBRARY.reset()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "background(name): the test reads the child-process job `name` "
+        "(tests/_background.py), which runs beside the other tests")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Moves the tests that read background jobs to the end and starts their jobs."""
+    import _background
+
+    names, late, early = [], [], []
+    for item in items:
+        marks = list(item.iter_markers("background"))
+        for mark in marks:
+            for name in mark.args:
+                if name not in names:
+                    names.append(name)
+        (late if marks else early).append(item)
+    items[:] = early + late
+    if not config.option.collectonly:
+        _background.start(names)

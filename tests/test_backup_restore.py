@@ -15,6 +15,7 @@ was saved) still loads.
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -23,6 +24,8 @@ import numpy as np
 import pytest
 
 import tf_sampling as tfs
+
+import _background
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_backup_worker.py")
@@ -67,11 +70,10 @@ def _finish(proc, expect_rc):
     assert proc.returncode == expect_rc, out[-3000:]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def _run_chains():
     """The uninterrupted run and each chain's resumed run, as {name: {key: array}}, plus
     each chain's backup metadata after every crash. Independent processes run at once."""
-    tmp = tmp_path_factory.mktemp("backup")
+    tmp = pathlib.Path(_background.temp_dir("backup"))
     steps = {name: list(kills) + [0] for name, (_, _, kills) in CHAINS.items()}
     metadata = {name: [] for name in CHAINS}
     procs = {"uninterrupted": (_start(str(tmp / "uninterrupted.npz"), str(tmp / "b_ref"),
@@ -103,6 +105,16 @@ def runs(tmp_path_factory):
     return results, metadata
 
 
+# The processes run beside the other tests (tests/_background.py).
+_background.register("backup_restore", _run_chains)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return _background.result("backup_restore")
+
+
+@pytest.mark.background("backup_restore")
 def test_kill_steps_lose_work_and_resume_mid_epoch(runs):
     """The drawn kill steps are cases where Keras' callback would train batches twice."""
     _, metadata = runs
@@ -115,6 +127,7 @@ def test_kill_steps_lose_work_and_resume_mid_epoch(runs):
 
 
 @pytest.mark.parametrize("chain", list(CHAINS))
+@pytest.mark.background("backup_restore")
 def test_resumed_run_equals_uninterrupted_run(runs, chain):
     results, _ = runs
     expected, got = results["uninterrupted"], results[chain]

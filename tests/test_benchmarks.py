@@ -10,7 +10,11 @@ import os
 import subprocess
 import sys
 
+import pathlib
+
 import pytest
+
+import _background
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,15 +28,31 @@ def run_script(name, *args, timeout=240):
     return proc.stdout
 
 
-def test_bench_samplers_smoke(tmp_path):
-    # V >= 8192: the unique and in-graph sections draw 8192 distinct ids.
-    out_json = tmp_path / "s.json"
-    out = run_script("bench_samplers.py", "--vocab", "10000", "--num-sampled", "300",
-                     "--min-time", "0.01", "--calls-in-graph", "3", "--labels", "16",
-                     "--steps-in-graph", "2", "--step-labels", "16",
-                     "--dynamic-sampled", "64", "--cpu-allocator", "bfc",
-                     "--json-out", str(out_json))
-    result = json.loads(out_json.read_text())
+def smoke(name, script, *args, json_out=False, setup=None, timeout=240):
+    """Registers a background job (tests/_background.py) that runs `script` with `args` in
+    a temporary directory `tmp` (`setup(tmp)` first; `{tmp}` in an argument is replaced)
+    and returns `(stdout, tmp)`."""
+    def job():
+        tmp = pathlib.Path(_background.temp_dir(name))
+        if setup is not None:
+            setup(tmp)
+        return run_script(script, *(a.format(tmp=tmp) for a in args),
+                          timeout=timeout), tmp
+    return _background.register(name, job)
+
+
+SAMPLERS = smoke(
+    "bench_samplers", "bench_samplers.py", "--vocab", "10000", "--num-sampled", "300",
+    "--min-time", "0.01", "--calls-in-graph", "3", "--labels", "16", "--steps-in-graph", "2",
+    "--step-labels", "16", "--dynamic-sampled", "64", "--cpu-allocator", "bfc",
+    "--json-out", "{tmp}/s.json")
+
+
+# V >= 8192 in SAMPLERS: the unique and in-graph sections draw 8192 distinct ids.
+@pytest.mark.background(SAMPLERS)
+def test_bench_samplers_smoke():
+    out, tmp = _background.result(SAMPLERS)
+    result = json.loads((tmp / "s.json").read_text())
     assert result["cpu_allocator"] == "bfc" and "CPU allocator: bfc" in out
     rows = result["rows"]
     sections = {r["section"] for r in rows}
@@ -45,16 +65,26 @@ def test_bench_samplers_smoke(tmp_path):
     assert "Goals at V = 1e6" in out and "| section |" in out
 
 
+LOSSES = smoke("bench_losses", "bench_losses.py", "--vocab", "3000", "--batch", "16",
+               "--dim", "8", "--num-sampled", "32", "--reps", "2", "--full-reps", "1",
+               "--warmup", "1")
+
+
+@pytest.mark.background(LOSSES)
 def test_bench_losses_smoke():
-    out = run_script("bench_losses.py", "--vocab", "3000", "--batch", "16", "--dim", "8",
-                     "--num-sampled", "32", "--reps", "2", "--full-reps", "1", "--warmup", "1")
+    out, _ = _background.result(LOSSES)
     assert "tf.nn.sampled_softmax_loss" in out and "3000" in out
 
 
+HIERARCHICAL = smoke(
+    "bench_hierarchical", "bench_hierarchical.py", "--vocab", "3000", "--huffman-vocab",
+    "3000", "--batch", "16", "--dim", "8", "--num-sampled", "32", "--reps", "2",
+    "--full-reps", "1", "--top-k-reps", "1", "--warmup", "1")
+
+
+@pytest.mark.background(HIERARCHICAL)
 def test_bench_hierarchical_smoke():
-    out = run_script("bench_hierarchical.py", "--vocab", "3000", "--huffman-vocab", "3000",
-                     "--batch", "16", "--dim", "8", "--num-sampled", "32", "--reps", "2",
-                     "--full-reps", "1", "--top-k-reps", "1", "--warmup", "1")
+    out, _ = _background.result(HIERARCHICAL)
     assert "HierarchicalSoftmax" in out and "trees.huffman_tree" in out
 
 
@@ -71,15 +101,17 @@ def write_tiny_wikitext(directory, seed=0):
         (directory / f"wiki.{split}.tokens").write_text(text + "\n")
 
 
-def test_lm_perplexity_runs_on_a_tiny_corpus_with_per_epoch_scores(tmp_path):
-    # Runs everywhere (no ../shared): both architectures, two epochs, per-epoch valid ppl.
-    write_tiny_wikitext(tmp_path)
-    out_json = tmp_path / "lm.json"
-    out = run_script("lm_perplexity.py", "--data-dir", str(tmp_path), "--arch", "both",
-                     "--heads", "full,sampled", "--num-sampled", "64", "--epochs", "2",
-                     "--eval-each-epoch", "--hidden", "16", "--emb", "8",
-                     "--json-out", str(out_json), timeout=400)
-    rows = json.loads(out_json.read_text())["rows"]
+# Runs everywhere (no ../shared): both architectures, two epochs, per-epoch valid ppl.
+LM = smoke("lm_perplexity", "lm_perplexity.py", "--data-dir", "{tmp}", "--arch", "both",
+           "--heads", "full,sampled", "--num-sampled", "64", "--epochs", "2",
+           "--eval-each-epoch", "--hidden", "16", "--emb", "8", "--json-out", "{tmp}/lm.json",
+           setup=write_tiny_wikitext, timeout=400)
+
+
+@pytest.mark.background(LM)
+def test_lm_perplexity_runs_on_a_tiny_corpus_with_per_epoch_scores():
+    out, tmp = _background.result(LM)
+    rows = json.loads((tmp / "lm.json").read_text())["rows"]
     assert [(r["arch"], r["head"]) for r in rows] == [
         ("nplm", "full"), ("nplm", "sampled"), ("lstm", "full"), ("lstm", "sampled")]
     for r in rows:
@@ -122,15 +154,18 @@ def test_lm_perplexity_plot_draws_per_epoch_curves(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_bench_scale_smoke(tmp_path):
-    out_json = tmp_path / "scale.json"
-    out = run_script("bench_scale.py", "--vocab", "3000", "--dim", "4", "--contexts", "20",
-                     "--num-sampled", "16", "--batch-size", "32", "--fit-steps", "2",
-                     "--eval-examples", "64", "--compare-vocab", "",
-                     "--json-out", str(out_json))
-    # The comparison part (--compare-vocab) runs the same child code per V and head as
-    # the scale part; it is left out here to keep the suite short.
-    result = json.loads(out_json.read_text())
+# The comparison part (--compare-vocab) runs the same child code per V and head as the
+# scale part; it is left out here to keep the suite short.
+SCALE = smoke("bench_scale", "bench_scale.py", "--vocab", "3000", "--dim", "4", "--contexts",
+              "20", "--num-sampled", "16", "--batch-size", "32", "--fit-steps", "2",
+              "--eval-examples", "64", "--compare-vocab", "", "--json-out",
+              "{tmp}/scale.json")
+
+
+@pytest.mark.background(SCALE)
+def test_bench_scale_smoke():
+    out, tmp = _background.result(SCALE)
+    result = json.loads((tmp / "scale.json").read_text())
     assert result["scale"]["served_ids_equal_predict"]
     assert set(result["goals"]) == {"eval_predict_memory", "eval_vs_matmul_floor"}
     assert "Goals" in out and ("PASS" in out or "MISS" in out)

@@ -12,6 +12,7 @@ one process. The sharding checks that need no second device run in this process.
 
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -23,6 +24,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+
+import _background
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_distribute_worker.py")
@@ -55,10 +58,9 @@ def _free_ports(n):
             s.close()
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def _run_scenarios():
     """Runs every scenario; returns {name: npz results or the failure text}."""
-    tmp = tmp_path_factory.mktemp("distribute")
+    tmp = pathlib.Path(_background.temp_dir("distribute"))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(HERE)] + [p for p in [env.get("PYTHONPATH")] if p])
@@ -102,6 +104,15 @@ def runs(tmp_path_factory):
     return results
 
 
+# The processes run beside the other tests (tests/_background.py).
+_background.register("distribute", _run_scenarios)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return _background.result("distribute")
+
+
 def _get(runs, name):
     result = runs[name]
     if isinstance(result, str):
@@ -139,6 +150,7 @@ def _assert_matches_single_device(result, prefix, single, ref="single"):
 
 
 # ---------------------------------------------------------------------- strategies
+@pytest.mark.background("distribute")
 def test_mirrored_strategy_matches_single_device(runs):
     local = _get(runs, "local")
     assert int(local["mirrored/num_replicas"]) == 2
@@ -150,6 +162,7 @@ def test_mirrored_strategy_matches_single_device(runs):
             np.testing.assert_array_equal(c, copies[0], err_msg=key)
 
 
+@pytest.mark.background("distribute")
 def test_multi_worker_mirrored_strategy_matches_single_device(runs):
     single = _get(runs, "local")
     for name in ("mwms0", "mwms1"):
@@ -163,6 +176,7 @@ def test_multi_worker_mirrored_strategy_matches_single_device(runs):
 
 @pytest.mark.parametrize("name,prefix", [("local", "single"), ("local", "mirrored"),
                                          ("mwms0", "mwms"), ("mwms1", "mwms")])
+@pytest.mark.background("distribute")
 def test_learned_counts_count_every_replicas_labels_once(runs, name, prefix):
     np.testing.assert_array_equal(_counts(_get(runs, name), prefix), EXPECTED_COUNTS)
 
@@ -178,6 +192,7 @@ def _state(result, prefix, layer):
             if n.split("/")[0].startswith(layer)}
 
 
+@pytest.mark.background("distribute")
 def test_dynamic_alias_sampler_under_strategies(runs):
     local, w0, w1 = _get(runs, "local"), _get(runs, "mwms0"), _get(runs, "mwms1")
     runs_ = [(local, "single_dynamic"), (local, "mirrored_dynamic"), (w0, "mwms_dynamic"),
@@ -196,6 +211,7 @@ def test_dynamic_alias_sampler_under_strategies(runs):
     _assert_replicated_state(runs_, single, "dynamic_alias_sampler", "dynamic", local, w0, w1)
 
 
+@pytest.mark.background("distribute")
 def test_frequency_estimator_under_strategies(runs):
     """The estimator's step is the global step and its batch the global batch: replicas
     all-gather their ids, so its state equals one device's fed the concatenated batch."""
@@ -239,6 +255,7 @@ def _assert_replicated_state(runs_, single, state_name, case, local, w0, w1):
         np.testing.assert_array_equal(w0[key], w1[key], err_msg=key)
 
 
+@pytest.mark.background("distribute")
 def test_replicated_state_outside_training_steps(runs):
     """Eager calls under the scope (cross-replica context) update every copy alike, a
     replica-context assign_weights takes replica 0's weights, and a checkpoint restores
@@ -260,6 +277,7 @@ def test_replicated_state_outside_training_steps(runs):
 
 
 # ---------------------------------------------------------------------- sharding
+@pytest.mark.background("distribute")
 def test_shards_live_on_their_devices_and_match_the_unsharded_head(runs):
     local = _get(runs, "local")
     cpu = "/job:localhost/replica:0/task:0/device:CPU:"
@@ -279,6 +297,7 @@ def test_shards_live_on_their_devices_and_match_the_unsharded_head(runs):
                                    rtol=1e-6, atol=0, err_msg=what)
 
 
+@pytest.mark.background("distribute")
 def test_shards_on_parameter_servers_train_like_the_unsharded_head(runs):
     ps = _get(runs, "ps")
     # Variables go round-robin over the parameter servers: the two kernel shards (and
@@ -295,6 +314,7 @@ def test_shards_on_parameter_servers_train_like_the_unsharded_head(runs):
 
 
 # ---------------------------------------------------------------------- fault tolerance
+@pytest.mark.background("distribute")
 def test_backup_and_restore_resumes_sampler_counts(runs):
     local = _get(runs, "local")
     assert "ft/error" not in local, str(local.get("ft/error"))

@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+import _background
 from _stats import assert_cells, chi2_bound, chi_square
 from tf_sampling.ops import _alias_tf, _loader
 
@@ -386,6 +387,21 @@ _THREADS_SCRIPT = textwrap.dedent("""
 """)
 
 
+def _thread_runs():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("TF_SAMPLING_NO_AVX2", None)
+    runs = [(1, {}), (0, {}), (0, {"TF_SAMPLING_NO_AVX2": "1"})]
+    return [subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(t)],
+                           env=dict(env, **extra), capture_output=True, text=True,
+                           check=True).stdout.split()
+            for t, extra in runs]
+
+
+# The processes run beside the other tests (tests/_background.py).
+_background.register("thread_runs", _thread_runs)
+
+
+@pytest.mark.background("thread_runs")
 def test_results_do_not_depend_on_the_thread_count_or_instruction_set():
     """1e6 draws are split over the intra-op pool in 16384-draw pieces; one thread and
     the default pool (one thread per core) must give identical bytes. So must the
@@ -395,13 +411,7 @@ def test_results_do_not_depend_on_the_thread_count_or_instruction_set():
         pytest.skip("custom ops unavailable")
     if (os.cpu_count() or 1) < 2:
         pytest.skip("needs at least 2 cores for a multithreaded pool")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.pop("TF_SAMPLING_NO_AVX2", None)
-    runs = [(1, {}), (0, {}), (0, {"TF_SAMPLING_NO_AVX2": "1"})]
-    outs = [subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(t)],
-                           env=dict(env, **extra), capture_output=True, text=True,
-                           check=True).stdout.split()
-            for t, extra in runs]
+    outs = _background.result("thread_runs")
     assert [o[0] for o in outs] == ["1", "0", "0"]  # 0: TF's default, one per core
     assert outs[0][1] == outs[1][1] == outs[2][1]
 
