@@ -124,6 +124,13 @@ def test_sparse_adam_catch_up_follows_dense_adam():
         np.testing.assert_allclose(got, want, atol=1e-5)
     opt.finalize_variable_values([var])
     np.testing.assert_allclose(var.numpy(), adam.numpy(), atol=1e-5)
+    # Rows never updated have zero moments: finalize leaves them (and their last step)
+    # exactly as they were.
+    init = np.random.default_rng(5).normal(size=(V, D)).astype(np.float32)
+    np.testing.assert_array_equal(var.numpy()[V // 2:], init[V // 2:])
+    assert not opt._last_steps[0].numpy()[V // 2:].any()
+    assert (opt._last_steps[0].numpy()[np.unique(np.concatenate([g[0] for g in grads]))]
+            == int(opt.iterations)).all()
     lazy, _ = _catch_up_run(tfs.optimizers.SparseAdam(LR, epsilon=1e-12), grads, True)
     assert np.abs(lazy.numpy() - adam.numpy()).max() > 0.1
     # A dense gradient after the sparse ones: every row gets Adam's step again.

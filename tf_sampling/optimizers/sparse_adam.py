@@ -36,6 +36,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tf_sampling._variables import read_without_copy
 from tf_sampling.optimizers import _sparse
 
 # Skipped steps whose own bias correction the catch-up uses; beyond them momentum has
@@ -145,10 +146,13 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         r = b1 / ops.sqrt(b2)
         last_f = ops.cast(last, dtype)
         skipped = ops.cast(t_end, dtype) - last_f
-        # One [n, _EXACT_TERMS] block: a few ops per step, not a few per term.
+        # One [n, _EXACT_TERMS] block: a few ops per step, not a few per term. The powers
+        # beta^(last + j) are beta^last [n] times beta^j [_EXACT_TERMS]: products, not an
+        # [n, _EXACT_TERMS] block of `pow` (which cost more than the rest of the step).
         j = ops.arange(1, _EXACT_TERMS + 1, dtype=dtype)
-        steps = last_f[:, None] + j
-        c = ops.sqrt(1 - ops.power(b2, steps)) / (1 - ops.power(b1, steps))
+        b1_steps = ops.power(b1, last_f)[:, None] * ops.power(b1, j)
+        b2_steps = ops.power(b2, last_f)[:, None] * ops.power(b2, j)
+        c = ops.sqrt(1 - b2_steps) / (1 - b1_steps)
         series = ops.sum(ops.where(skipped[:, None] >= j, c * ops.power(r, j), 0.0), axis=1)
         rest = ops.maximum(skipped - _EXACT_TERMS, 0)
         # (At step 0 nothing was skipped; max(., 1) only avoids 0 / 0.)
@@ -175,23 +179,35 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         super().finalize_variable_values(var_list)
 
     def _catch_up_all(self, variable, t):
-        """Every row of `variable` caught up to the end of step `t`."""
+        """Every row of `variable` caught up to the end of step `t`.
+
+        Only rows updated before (last step > 0) and not at `t` have steps to catch up: a
+        row never updated has zero moments, so dense Adam never moves it. At 10^7 rows
+        and a few hundred thousand touched, that is a scan of the last steps and the
+        touched rows' work, not a pass over the whole table.
+        """
         index = self._get_variable_index(variable)
         last = self._last_steps[index]
         if last is None:
             return
         m, v = self._momentums[index], self._velocities[index]
         var, m, v, last_var = (_sparse.backing(x) for x in (variable, m, v, last))
-        rows = int(variable.shape[0])
+        t = tf.cast(t, tf.int64)
+        steps = read_without_copy(last_var)
+        behind = tf.reshape(tf.where((steps > 0) & (steps < t)), [-1])
+        count = int(tf.size(behind)) if tf.executing_eagerly() else None
         # Blocks of rows: the series is [rows, _EXACT_TERMS] floats per block.
-        for lo in range(0, rows, _FINALIZE_ROWS):
-            ids = tf.range(lo, min(lo + _FINALIZE_ROWS, rows))
+        block = _FINALIZE_ROWS
+        n_blocks = (-(-count // block) if count is not None
+                    else -(-int(variable.shape[0]) // block))
+        for i in range(n_blocks):
+            ids = behind[i * block:(i + 1) * block]
             move, m_new, v_new = self._catch_up_rows(
-                tf.gather(m, ids), tf.gather(v, ids), tf.gather(last_var, ids), t)
+                tf.gather(m, ids), tf.gather(v, ids), tf.gather(steps, ids), t)
             var.scatter_update(tf.IndexedSlices(tf.gather(var, ids) - move, ids))
             m.scatter_update(tf.IndexedSlices(m_new, ids))
             v.scatter_update(tf.IndexedSlices(v_new, ids))
-        last_var.assign(tf.fill(tf.shape(last_var), t))
+        last_var.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(behind), t), behind))
 
     def _powers(self, variable, steps):
         b1 = ops.power(ops.cast(self.beta_1, variable.dtype), steps)
