@@ -11,8 +11,9 @@ Three parts, each measured in its own subprocess so that its peak RSS is its own
    at V = 1e7). Model: Embedding(contexts, d) -> SampledSoftmax(V). Phases, each timed
    with its peak RSS (the kernel's high-water mark, reset between phases through
    /proc/self/clear_refs):
-   - `fit` with the sampled head and `--optimizer` (keras "adam", or "sparse_adam":
-     `tf_sampling.optimizers.SparseAdam`, imported only if asked);
+   - `fit` with the sampled head and `--optimizer` (keras "adam", or "sparse_adam" /
+     "sparse_adam_catch_up": `tf_sampling.optimizers.SparseAdam`, lazy or with
+     `catch_up=True` as the README recommends; imported only if asked);
    - exact `evaluate` (chunked log-sum-exp, no [batch, V] tensor);
    - `predict` without labels (top_k="auto": the top 10, chunked);
    - the matmul floor of exact evaluation: the same chunks' `x @ W^T` alone (XLA), the
@@ -69,7 +70,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--fit-steps", type=int, default=100)
     p.add_argument("--eval-examples", type=int, default=1024)
-    p.add_argument("--optimizer", choices=("adam", "sparse_adam"), default="adam")
+    p.add_argument("--optimizer", choices=("adam", "sparse_adam", "sparse_adam_catch_up"),
+                   default="adam")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--compare-vocab", default="1e5,1e6",
                    help="comma-separated V for FullSoftmax vs Dense + CE")
@@ -167,9 +169,9 @@ def scale_child(cfg):
         # The inference model first: Keras' functional check reads a layer's first call.
         infer = keras.Model(c_in, head(hidden))
         model = keras.Model({"context": c_in, "label": y_in}, head([hidden, y_in]))
-        if cfg["optimizer"] == "sparse_adam":
+        if cfg["optimizer"].startswith("sparse_adam"):
             from tf_sampling.optimizers import SparseAdam
-            opt = SparseAdam(cfg["lr"])
+            opt = SparseAdam(cfg["lr"], catch_up=cfg["optimizer"].endswith("catch_up"))
         else:
             opt = keras.optimizers.Adam(cfg["lr"])
         model.compile(optimizer=opt)

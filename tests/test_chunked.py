@@ -23,6 +23,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+import _background
 from _helpers import without_package
 from tf_sampling import _chunked
 
@@ -260,11 +261,12 @@ def test_full_softmax_fit_evaluate_config_and_keras_round_trip(tmp_path):
 
 
 _SHARDED = textwrap.dedent(r"""
-    import json, numpy as np, tensorflow as tf
+    import contextlib, json, numpy as np, tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import tf_sampling as tfs
+    from tf_sampling import _chunked
     V, D, B, K = 1000, 6, 8, 3
     head = tfs.layers.SampledSoftmax(V, 5, num_shards=2, shard_devices=["/cpu:0", "/cpu:1"],
                                      chunk_size=64, bias_initializer="random_normal")
@@ -275,18 +277,28 @@ _SHARDED = textwrap.dedent(r"""
     ref.kernel.assign(head.kernel); ref.bias.assign(head.bias)
     fn = tf.function(lambda x, y: (head.full_softmax_loss(x, y), head.top_k(x, K)))
     (loss, (values, ids)) = fn(x, y)
-    graph = fn.get_concrete_function(x, y).graph
-    chunk_ops = [(op.type, op.device) for op in graph.get_operations()
-                 if op.type in ("While", "MatMul")]
-    # Float tensors with a class dimension (a chunk, 52 the last chunk of a 500-row
-    # shard, or a shard) produced outside the shards' device scopes.
-    unplaced = [tuple(t.shape) for op in graph.get_operations() if not op.device
-                for t in op.outputs if t.dtype.is_floating and t.shape.rank == 2
-                and t.shape[1] in (64, 52, 500, V)]
+    # The chunk loops, and (where the compiled ops load on this CPU-only machine) the
+    # fused op that replaces them for this head: both must run on each shard's device.
+    chunk_ops, unplaced = {}, []
+    for fused in (True, False):
+        with contextlib.ExitStack() as stack:
+            if not fused:
+                stack.enter_context(_chunked.no_fused_ops())
+            graph = tf.function(lambda x, y: (head.full_softmax_loss(x, y),
+                                              head.top_k(x, K))).get_concrete_function(x, y).graph
+        chunk_ops[str(fused)] = sorted({(op.type, op.device) for op in graph.get_operations()
+                                        if op.type in ("While", "MatMul",
+                                                       "TfSampling>SoftmaxStats")})
+        # Float tensors with a class dimension (a chunk, 52 the last chunk of a 500-row
+        # shard, or a shard) produced outside the shards' device scopes.
+        unplaced += [tuple(t.shape) for op in graph.get_operations() if not op.device
+                     for t in op.outputs if t.dtype.is_floating and t.shape.rank == 2
+                     and t.shape[1] in (64, 52, 500, V)]
     ref_v, ref_i = ref.top_k(x, K)
     print("RESULT " + json.dumps({
         "devices": [v.value.device[-5:] for v in head.kernel_shards],
         "chunk_ops": chunk_ops, "unplaced": unplaced,
+        "fused_available": _chunked._fused_op.available(),
         "loss_err": float(np.abs(loss - ref.full_softmax_loss(x, y)).max()),
         "value_err": float(np.abs(values - ref_v).max()),
         "ids_equal": bool(np.array_equal(ids, ref_i)),
@@ -303,11 +315,19 @@ def _run(script, *args, timeout=240):
     return json.loads(lines[-1][len("RESULT "):])
 
 
+_background.register("sharded_partials", lambda: _run(_SHARDED))
+
+
+@pytest.mark.background("sharded_partials")
 def test_sharded_partials_are_computed_where_each_shard_lives():
-    out = _run(_SHARDED)
+    out = _background.result("sharded_partials")
     assert out["devices"] == ["CPU:0", "CPU:1"]
-    devices = {d for _, d in out["chunk_ops"]}
-    assert devices == {"/device:CPU:0", "/device:CPU:1"}, out["chunk_ops"]
+    both = {"/device:CPU:0", "/device:CPU:1"}
+    loops = out["chunk_ops"]["False"]
+    assert {d for t, d in loops if t == "While"} == both, loops
+    fused = out["chunk_ops"]["True"]
+    kind = "TfSampling>SoftmaxStats" if out["fused_available"] else "While"
+    assert {d for t, d in fused if t == kind} == both, fused
     assert out["unplaced"] == []
     assert out["loss_err"] < 1e-5 and out["value_err"] < 1e-5  # float32 ulps, see top
     assert out["ids_equal"] and out["ids_full"]
@@ -363,8 +383,13 @@ _MEMORY = textwrap.dedent(r"""
 """)
 
 
+# The child runs beside the other tests (tests/_background.py); its peak RSS is its own.
+_background.register("memory_3e6", lambda: _run(_MEMORY, timeout=400))
+
+
+@pytest.mark.background("memory_3e6")
 def test_evaluate_and_predict_at_3e6_classes_in_bounded_memory():
-    out = _run(_MEMORY, timeout=400)
+    out = _background.result("memory_3e6")
     # Logits for a batch of 1024 at V=3e6 are 12 GB (24 GB with their log-softmax);
     # the weights (0.1 GB), TF's runtime and the chunks need well under 2.5 GB.
     assert out["peak_gb"] < 2.5, out

@@ -117,11 +117,11 @@ def test_state_read_without_copy_keeps_its_values_through_updates():
     """The draws read the pending lists, and a rebuild the weights, without the copy of
     copy-on-read mode: a value read that is still held when an update scatters into the
     variable must keep the values it was read with (TF copies the buffer then)."""
-    from tf_sampling.samplers.dynamic_alias import _read_without_copy
+    from tf_sampling._variables import read_without_copy
 
     s = DynamicAliasSampler(100, max_pending=50, rebuild_threshold=10.0, seed=1)
     s.update(np.arange(10)[:, None])
-    held = {v.path: (_read_without_copy(v.value), v.numpy().copy())
+    held = {v.path: (read_without_copy(v.value), v.numpy().copy())
             for v in (s.pending_ids, s.pending_cum, s.class_weights)}
     mix = s._read_mixture()
     s.update(np.arange(20, 40)[:, None])  # appends 20 entries, adds to 20 weights

@@ -44,6 +44,9 @@ import math
 
 import tensorflow as tf
 
+from tf_sampling._variables import read_without_copy
+from tf_sampling.ops import softmax as _fused_op
+
 # The budget for one [batch, chunk] float32 tensor. The log-sum-exp and the gradient
 # make several passes over each chunk's logits, so their chunks are cache-sized: 2 MiB,
 # 512 classes at batch 1024 (measured on CPU, 1-2x faster than 64 MiB chunks, for the
@@ -215,9 +218,71 @@ def _shard_stats_impl(x, kernel, bias, offset, k, chunk):
 _shard_stats_jit = tf.function(_shard_stats_impl, jit_compile=True, reduce_retracing=True)
 
 
-def _shard_stats(x, kernel, bias, offset, k, chunk_size):
+def _fused_lse(x, kernel, bias, chunk):
+    """One shard's log-normaliser `[batch]` by the fused CPU op (tf_sampling.ops.softmax),
+    with this module's chunked backward pass as its gradient; None where it cannot run."""
+    if not _fused_op.available() or x.dtype != tf.float32:
+        return None
+    # A dense read of a variable that sparse updates wrote would copy all of it.
+    kernel = read_without_copy(kernel)
+    bias = None if bias is None else read_without_copy(bias)
+    if kernel.dtype != tf.float32 or (bias is not None and bias.dtype != tf.float32):
+        return None
+    rows = _static_rows(kernel)
+    use_bias = bias is not None
+
+    @tf.custom_gradient
+    def lse_fn(x, kernel, *maybe_bias):
+        b = maybe_bias[0] if use_bias else None
+        lse = _fused_op.log_normalizer(x, kernel, b)
+
+        def grad(g):
+            fn = _backward_jit if _use_jit(rows) else _backward_impl
+            dx, dkernel, dbias = fn(x, kernel, b, g, lse, None, None, chunk)
+            return [dx, dkernel] + ([dbias] if use_bias else [])
+
+        return lse, grad
+
+    return lse_fn(x, kernel, *([bias] if use_bias else []))
+
+
+def _fused_top_k(x, kernel, bias, k):
+    """One shard's `(lse, top logits, top ids)` by the fused CPU op, or None. No gradient
+    (the op has none registered): the chunk loop serves callers that differentiate."""
+    if not _fused_op.available() or x.dtype != tf.float32:
+        return None
+    kernel = read_without_copy(kernel)
+    bias = None if bias is None else read_without_copy(bias)
+    return _fused_op.softmax_stats(x, kernel, bias, k=k)
+
+
+_fused_allowed = [True]
+
+
+@contextlib.contextmanager
+def no_fused_ops():
+    """Within it, `fused=True` is ignored: for functions exported to SavedModels, which
+    must run without the compiled library (`tf_sampling.serving`)."""
+    _fused_allowed.append(False)
+    try:
+        yield
+    finally:
+        _fused_allowed.pop()
+
+
+def _shard_stats(x, kernel, bias, offset, k, chunk_size, fused=False):
     rows = _static_rows(kernel)
     chunk = chunk_size_for(x.shape[0], rows, chunk_size, top_k=k is not None)
+    if fused and _fused_allowed[-1]:
+        if k is None:
+            lse = _fused_lse(x, kernel, bias, chunk_size_for(x.shape[0], rows, chunk_size))
+            if lse is not None:
+                return lse, tf.ones_like(lse)  # (m, s) with s = 1: m is the log-normaliser
+        else:
+            out = _fused_top_k(x, kernel, bias, k)
+            if out is not None:
+                lse, values, ids = out
+                return lse, tf.ones_like(lse), values, ids + offset
     fn = _shard_stats_jit if _use_jit(rows) else _shard_stats_impl
     return fn(x, kernel, bias, offset, k, chunk)
 
@@ -227,7 +292,8 @@ def _no_device(i):
     return contextlib.nullcontext()
 
 
-def softmax_stats(x, kernels, biases=None, k=None, chunk_size=None, device=None):
+def softmax_stats(x, kernels, biases=None, k=None, chunk_size=None, device=None,
+                  fused=False):
     """Log-normaliser `[batch]` and, if `k`, the top-k `(logits, ids)` `[batch, k]`.
 
     Args:
@@ -237,6 +303,10 @@ def softmax_stats(x, kernels, biases=None, k=None, chunk_size=None, device=None)
         k: None or the number of best classes to return (at most num_classes).
         chunk_size: classes per chunk; None chooses it from the batch size.
         device: optional function `i -> context manager` placing shard i's work.
+        fused: compute with the fused CPU op where it can run (`tf_sampling.ops.softmax`;
+            not within `no_fused_ops()`). The op has no XLA kernel: only callers that are
+            never compiled with XLA pass True. Its log-normaliser has this module's
+            chunked backward pass as gradient; its top k has none.
 
     Returns:
         `lse` or `(lse, top_logits, top_ids)`; ids are int32 and index the concatenation.
@@ -246,7 +316,7 @@ def softmax_stats(x, kernels, biases=None, k=None, chunk_size=None, device=None)
     parts, offset = [], 0
     for i, (w, b) in enumerate(zip(kernels, biases)):
         with device(i):
-            parts.append(_shard_stats(x, w, b, offset, k, chunk_size))
+            parts.append(_shard_stats(x, w, b, offset, k, chunk_size, fused))
         offset += _static_rows(w)
     if len(parts) == 1:
         m, s = parts[0][0], parts[0][1]
@@ -284,63 +354,63 @@ def true_logits(x, labels, kernels, biases=None):
     return out
 
 
-def nll(x, labels, kernels, biases=None, chunk_size=None, device=None):
+def nll(x, labels, kernels, biases=None, chunk_size=None, device=None, fused=False):
     """Exact cross-entropy `[batch]` against the target 1/num_true on each true class.
 
     `labels` are int `[batch, num_true]`, already checked to lie in [0, num_classes).
+    `fused`: as for `softmax_stats`.
     """
-    lse = softmax_stats(x, kernels, biases, chunk_size=chunk_size, device=device)
-    return lse - tf.reduce_mean(true_logits(x, labels, kernels, biases), -1)
+    true = tf.reduce_mean(true_logits(x, labels, kernels, biases), -1)
+    # The true rows' gather (a sparse read) first: run while the fused path's dense read
+    # of the same variable is held, it would copy the whole variable.
+    with tf.control_dependencies([true] if fused else []):
+        lse = softmax_stats(x, kernels, biases, chunk_size=chunk_size, device=device,
+                            fused=fused)
+    return lse - true
 
 
-def top_k(x, kernels, biases=None, k=1, chunk_size=None, device=None):
+def top_k(x, kernels, biases=None, k=1, chunk_size=None, device=None, fused=False):
     """Exact `(log_probs, ids)` `[batch, k]` of the k most probable classes, best first.
 
-    Equal to `tf.math.top_k(log_softmax(logits), k)`; ids are int32.
+    Equal to `tf.math.top_k(log_softmax(logits), k)`; ids are int32. `fused`: as for
+    `softmax_stats` (the fused op's top k has no gradient).
     """
     lse, values, ids = softmax_stats(x, kernels, biases, k=k, chunk_size=chunk_size,
-                                     device=device)
+                                     device=device, fused=fused)
     return values - lse[:, None], ids
 
 
-def _backward_impl(x, kernel, bias, g, lse, chunk):
-    """`g * softmax` times x and the kernel, chunk by chunk: `(dx, dkernel, dbias)`.
+def _backward_impl(x, kernel, bias, g, lse, labels, w_true, chunk):
+    """Gradients `(dx, dkernel, dbias)` of `g * (lse - true logit)`, chunk by chunk.
 
-    Full chunks write `[chunk, dim]` pieces of the kernel gradient into a TensorArray
-    (one element shape, as XLA needs), the last shorter chunk is appended after it.
+    Each chunk's `g * softmax` gives its part of `dx` and its rows of the kernel and bias
+    gradients, which are written in place into one `[rows, dim]` (and `[rows]`) buffer
+    carried through the loop; the `- g * onehot(label)` part is then subtracted from the
+    label rows (`labels` None: the gradient of `g * lse` alone). The buffer is the only
+    `[rows, dim]` tensor alive: no per-chunk pieces concatenated afterwards.
     """
     rows = _static_rows(kernel)
     n_full, tail = divmod(rows, chunk)
 
-    def piece(lo, size):
+    def piece(lo, size, dx, dk, db):
         logits, w = _chunk_logits(x, kernel, bias, lo, size)
         dlogits = tf.exp(logits - lse[:, None]) * g[:, None]
-        return (tf.matmul(dlogits, w), tf.matmul(dlogits, x, transpose_a=True),
-                tf.reduce_sum(dlogits, 0))
+        at = (lo + tf.range(size))[:, None]
+        dk = tf.tensor_scatter_nd_update(dk, at, tf.matmul(dlogits, x, transpose_a=True))
+        db = tf.tensor_scatter_nd_update(db, at, tf.reduce_sum(dlogits, 0))
+        return dx + tf.matmul(dlogits, w), dk, db
 
-    dx = tf.zeros_like(x)
-    dws, dbs = [], []
-    if n_full:
-        def body(i, dx, dw_ta, db_ta):
-            ddx, dw, db = piece(i * chunk, chunk)
-            return i + 1, dx + ddx, dw_ta.write(i, dw), db_ta.write(i, db)
-
-        _, dx, dw_ta, db_ta = tf.while_loop(
-            lambda i, *_: i < n_full, body,
-            (tf.constant(0), dx,
-             tf.TensorArray(x.dtype, size=n_full, element_shape=[chunk, x.shape[1]]),
-             tf.TensorArray(x.dtype, size=n_full, element_shape=[chunk])),
-            parallel_iterations=1)
-        dws.append(dw_ta.concat())
-        dbs.append(db_ta.concat())
-    if tail:
-        ddx, dw, db = piece(tf.constant(n_full * chunk), tail)
-        dx += ddx
-        dws.append(dw)
-        dbs.append(db)
-    dkernel = dws[0] if len(dws) == 1 else tf.concat(dws, 0)
-    dbias = dbs[0] if len(dbs) == 1 else tf.concat(dbs, 0)
-    return dx, dkernel, dbias
+    state = (tf.zeros_like(x), tf.zeros([rows, x.shape[1]], x.dtype),
+             tf.zeros([rows], x.dtype))
+    state = _for_chunks(rows, chunk, lambda lo, size, st: piece(lo, size, *st), state)
+    dx, dk, db = state
+    if labels is None:
+        return dx, dk, db
+    at = labels[:, None]
+    dx -= g[:, None] * w_true
+    dk = tf.tensor_scatter_nd_sub(dk, at, g[:, None] * x)
+    db = tf.tensor_scatter_nd_sub(db, at, g)
+    return dx, dk, db
 
 
 _backward_jit = tf.function(_backward_impl, jit_compile=True, reduce_retracing=True)
@@ -377,13 +447,9 @@ def full_softmax_nll(x, labels, kernel, bias=None, chunk_size=None):
             g = tf.cast(upstream, x.dtype)
             chunk = chunk_size_for(x.shape[0], rows, chunk_size)
             fn = _backward_jit if _use_jit(rows) else _backward_impl
-            dx, dkernel, dbias = fn(x, kernel, b, g, lse, chunk)
-            gx = g[:, None] * x
-            dx -= g[:, None] * w_true
-            dkernel = tf.tensor_scatter_nd_sub(dkernel, labels[:, None], gx)
+            dx, dkernel, dbias = fn(x, kernel, b, g, lse, labels, w_true, chunk)
             out = [dx, tf.cast(dkernel, kernel.dtype)]
             if use_bias:
-                dbias = tf.tensor_scatter_nd_sub(dbias, labels[:, None], g)
                 out.append(tf.cast(dbias, b.dtype))
             return out
 

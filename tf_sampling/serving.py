@@ -27,6 +27,7 @@ Example:
 import keras
 import tensorflow as tf
 
+from tf_sampling import _chunked
 from tf_sampling import models as _models
 from tf_sampling.layers import base as layers_base
 
@@ -108,6 +109,11 @@ def serving_function(features, head, top_k=10, log_probs=False):
     fast_top_k = head.top_k if isinstance(head, layers_base.OutputHead) else None
 
     def fn(*inputs):
+        # The SavedModel must run without the compiled library: no fused ops in it.
+        with _chunked.no_fused_ops():
+            return body(*inputs)
+
+    def body(*inputs):
         x = inputs[0] if len(inputs) == 1 else list(inputs)
         hidden = features(x, training=False)
         out = {}

@@ -345,12 +345,15 @@ class SampledHead(base.OutputWeights, base.OutputHead):
         With num_true > 1 it is the cross-entropy against the target 1/num_true on each
         true class, the distribution the sampled softmax is trained towards. Computed
         over chunks of `chunk_size` classes (each shard where it lives), without the
-        `[batch, num_classes]` logits.
+        `[batch, num_classes]` logits. On a CPU-only machine with the compiled ops, a
+        head that Keras never compiles with XLA (`supports_jit` False, the case for every
+        built-in sampler) computes the log-normaliser with the fused op
+        (`tf_sampling.ops.softmax`).
         """
         hidden, labels, lead = self._flatten(inputs, labels)
         weights, biases, hidden = self._chunked_weights(hidden)
         loss = _chunked.nll(hidden, labels, weights, biases, chunk_size=self.chunk_size,
-                            device=self._shard_device)
+                            device=self._shard_device, fused=not self.supports_jit)
         return base.restore_leading(lead, loss)
 
     def top_k(self, inputs, k=None):
@@ -366,7 +369,8 @@ class SampledHead(base.OutputWeights, base.OutputHead):
         hidden, lead = base.flatten_leading(hidden)
         weights, biases, hidden = self._chunked_weights(hidden)
         values, indices = _chunked.top_k(hidden, weights, biases, k=k,
-                                         chunk_size=self.chunk_size, device=self._shard_device)
+                                         chunk_size=self.chunk_size, device=self._shard_device,
+                                         fused=not self.supports_jit)
         return base.restore_leading(lead, values, indices)
 
     # ------------------------------------------------------------------ Keras plumbing

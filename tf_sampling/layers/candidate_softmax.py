@@ -195,7 +195,8 @@ class CandidateSoftmax(base.OutputWeights, base.OutputHead):
         to the head's `top_k` argument when it is an integer, else 1."""
         k = self._resolve_k(k)
         weights, bias, x = self._chunked_weights(inputs)
-        return _chunked.top_k(x, weights, bias, k=k, chunk_size=self.chunk_size)
+        # Never compiled with XLA (supports_jit is False): the fused CPU op may run.
+        return _chunked.top_k(x, weights, bias, k=k, chunk_size=self.chunk_size, fused=True)
 
     def full_softmax_loss(self, inputs, labels):
         """Exact per-example NLL `[batch]` over all classes, for evaluation (computed over
@@ -211,7 +212,9 @@ class CandidateSoftmax(base.OutputWeights, base.OutputHead):
                                          message=msg)]):
             labels = tf.identity(labels)
         weights, bias, x = self._chunked_weights(inputs)
-        return _chunked.nll(x, labels[:, None], weights, bias, chunk_size=self.chunk_size)
+        # Never compiled with XLA (supports_jit is False): the fused CPU op may run.
+        return _chunked.nll(x, labels[:, None], weights, bias, chunk_size=self.chunk_size,
+                            fused=True)
 
     # ----------------------------------------------------------------- keras plumbing
     def compute_output_shape(self, input_shape):

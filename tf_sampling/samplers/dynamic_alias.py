@@ -9,25 +9,12 @@ import tensorflow as tf
 
 from tf_sampling import _replicated_state as replicas
 from tf_sampling import ops
+from tf_sampling._variables import read_without_copy
 from tf_sampling.ops import alias as alias_ops
 from tf_sampling.samplers.base import CandidateSampler, _check_positive_int
 
 
 _Mixture = collections.namedtuple("_Mixture", ["table", "table_mass", "ids", "cum", "total"])
-
-
-def _read_without_copy(variable):
-    """The value of a `tf.Variable` that scatters update, without copying it.
-
-    A sparse update puts a variable in copy-on-read mode, where every dense read copies
-    all of it (the pending lists: 2 x 512 KB per step at the default `max_pending`, most
-    of a step's time at 1e6 classes). Leaving that mode first makes the read share the
-    buffer. The next sparse update copies the buffer only if the value read is still
-    held then, so every read sees the same values as with a copy; in a training step
-    the draw op has consumed it by then, and nothing is copied.
-    """
-    with tf.control_dependencies([tf.raw_ops.DisableCopyOnRead(resource=variable.handle)]):
-        return tf.convert_to_tensor(variable)
 
 
 @keras.saving.register_keras_serializable(package="tf_sampling")
@@ -217,7 +204,7 @@ class DynamicAliasSampler(CandidateSampler):
 
         def rebuild():
             # Read without copying: tensor_scatter_nd_add makes the one copy needed.
-            w = tf.tensor_scatter_nd_add(_read_without_copy(weights), uniq[:, None],
+            w = tf.tensor_scatter_nd_add(read_without_copy(weights), uniq[:, None],
                                          per_class)
             table = ops.alias_build(w)
             with tf.control_dependencies([table]):
@@ -249,7 +236,7 @@ class DynamicAliasSampler(CandidateSampler):
         replicas.on_every_copy(self._replica_strategy, self._rebuild_copy)
 
     def _rebuild_copy(self):
-        w = _read_without_copy(self._local(self.class_weights))
+        w = read_without_copy(self._local(self.class_weights))
         self._set_table(ops.alias_build(w), tf.reduce_sum(w))
 
     def _set_table(self, table, mass):
@@ -259,7 +246,7 @@ class DynamicAliasSampler(CandidateSampler):
         self._local(self.num_rebuilds).assign_add(1)
 
     # class_weights is read with gathers, and densely only for a rebuild: every dense
-    # read of a scatter-updated variable copies it unless made with _read_without_copy
+    # read of a scatter-updated variable copies it unless made with read_without_copy
     # (8 MB at 1e6 classes).
     def _pending_mass(self, size):
         last = self._local(self.pending_cum).sparse_read(tf.maximum(size - 1, 0))
@@ -282,8 +269,8 @@ class DynamicAliasSampler(CandidateSampler):
         their size) and the total mass of the weights."""
         size = tf.convert_to_tensor(self._local(self.pending_size))
         table_mass = tf.convert_to_tensor(self._local(self.table_mass))
-        ids = _read_without_copy(self._local(self.pending_ids))
-        cum = _read_without_copy(self._local(self.pending_cum))
+        ids = read_without_copy(self._local(self.pending_ids))
+        cum = read_without_copy(self._local(self.pending_cum))
         pending_mass = tf.where(size > 0, cum[tf.maximum(size - 1, 0)],
                                 tf.constant(0.0, tf.float64))
         return _Mixture(tf.convert_to_tensor(self._local(self.alias_table)), table_mass,
