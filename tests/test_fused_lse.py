@@ -29,6 +29,8 @@ ATOL = 1e-5
 
 pytestmark = pytest.mark.skipif(not fused.available(),
                                 reason="the fused op needs the compiled ops on a CPU-only machine")
+# The heads use the op only where its AVX2+FMA loop runs.
+needs_fast = pytest.mark.skipif(not fused.fast(), reason="the heads use the op on AVX2+FMA CPUs")
 
 
 def _reference(x, w, b=None):
@@ -93,6 +95,7 @@ def test_top_k_ties_go_to_the_lower_id_across_tiles_and_tasks():
     assert np.all(values.numpy()[:, 2:] == -np.inf)
 
 
+@needs_fast
 def test_head_top_k_uses_the_op_but_exports_without_it(tmp_path):
     v, d = 5000, 8
     head = tfs.layers.SampledSoftmax(v, 16, num_shards=2, kernel_initializer="random_normal",
@@ -112,6 +115,24 @@ def test_head_top_k_uses_the_op_but_exports_without_it(tmp_path):
     ops = {op.type for op in serve.get_concrete_function(x).graph.get_operations()}
     assert not any(op.startswith("TfSampling") for op in ops), ops
     np.testing.assert_array_equal(serve(x)["top_k_ids"].numpy(), want_i.numpy())
+
+
+def test_heads_keep_the_chunk_loop_without_the_vectorised_path(monkeypatch):
+    # The portable loop is slower than XLA's: TF_SAMPLING_NO_AVX2=1 (as on a CPU without
+    # AVX2 or FMA) leaves the heads on the chunk loop, with the same results.
+    head = tfs.layers.SampledSoftmax(3000, 16, bias_initializer="random_normal")
+    x = tf.constant(np.random.default_rng(10).normal(size=(6, 8)).astype(np.float32))
+    y = tf.constant([0, 5, 2999, 7, 100, 42])
+    head(x)
+    graphs = {}
+    for flag in ("0", "1"):
+        monkeypatch.setenv("TF_SAMPLING_NO_AVX2", flag)
+        fn = tf.function(lambda x, y: head.full_softmax_loss(x, y))
+        ops = {op.type for op in fn.get_concrete_function(x, y).graph.get_operations()}
+        graphs[flag] = ("TfSampling>SoftmaxStats" in ops, fn(x, y).numpy(), fused.fast())
+    assert graphs["1"][0] is False and graphs["1"][2] is False
+    assert graphs["0"][0] is graphs["0"][2]
+    np.testing.assert_allclose(graphs["0"][1], graphs["1"][1], rtol=0, atol=ATOL)
 
 
 def test_stable_for_large_logits_and_a_dominant_class():
@@ -171,6 +192,7 @@ def test_gradient_equals_the_chunked_path():
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=ATOL)
 
 
+@needs_fast
 def test_sampled_head_evaluation_uses_the_op_and_matches_the_reference():
     v, d = 5000, 8
     head = tfs.layers.SampledSoftmax(v, 16, num_shards=2, kernel_initializer="random_normal",

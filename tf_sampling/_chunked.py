@@ -221,7 +221,7 @@ _shard_stats_jit = tf.function(_shard_stats_impl, jit_compile=True, reduce_retra
 def _fused_lse(x, kernel, bias, chunk):
     """One shard's log-normaliser `[batch]` by the fused CPU op (tf_sampling.ops.softmax),
     with this module's chunked backward pass as its gradient; None where it cannot run."""
-    if not _fused_op.available() or x.dtype != tf.float32:
+    if not _fused_op.fast() or x.dtype != tf.float32:
         return None
     # A dense read of a variable that sparse updates wrote would copy all of it.
     kernel = read_without_copy(kernel)
@@ -249,7 +249,7 @@ def _fused_lse(x, kernel, bias, chunk):
 def _fused_top_k(x, kernel, bias, k):
     """One shard's `(lse, top logits, top ids)` by the fused CPU op, or None. No gradient
     (the op has none registered): the chunk loop serves callers that differentiate."""
-    if not _fused_op.available() or x.dtype != tf.float32:
+    if not _fused_op.fast() or x.dtype != tf.float32:
         return None
     kernel = read_without_copy(kernel)
     bias = None if bias is None else read_without_copy(bias)
@@ -257,6 +257,10 @@ def _fused_top_k(x, kernel, bias, k):
 
 
 _fused_allowed = [True]
+
+# The public functions are plain TF ops (static Python loops, explicit tf.while_loop): a
+# tf.function that calls them need not convert them with autograph.
+_no_autograph = tf.autograph.experimental.do_not_convert
 
 
 @contextlib.contextmanager
@@ -292,6 +296,7 @@ def _no_device(i):
     return contextlib.nullcontext()
 
 
+@_no_autograph
 def softmax_stats(x, kernels, biases=None, k=None, chunk_size=None, device=None,
                   fused=False):
     """Log-normaliser `[batch]` and, if `k`, the top-k `(logits, ids)` `[batch, k]`.
@@ -354,6 +359,7 @@ def true_logits(x, labels, kernels, biases=None):
     return out
 
 
+@_no_autograph
 def nll(x, labels, kernels, biases=None, chunk_size=None, device=None, fused=False):
     """Exact cross-entropy `[batch]` against the target 1/num_true on each true class.
 
@@ -369,6 +375,7 @@ def nll(x, labels, kernels, biases=None, chunk_size=None, device=None, fused=Fal
     return lse - true
 
 
+@_no_autograph
 def top_k(x, kernels, biases=None, k=1, chunk_size=None, device=None, fused=False):
     """Exact `(log_probs, ids)` `[batch, k]` of the k most probable classes, best first.
 
@@ -416,6 +423,7 @@ def _backward_impl(x, kernel, bias, g, lse, labels, w_true, chunk):
 _backward_jit = tf.function(_backward_impl, jit_compile=True, reduce_retracing=True)
 
 
+@_no_autograph
 def full_softmax_nll(x, labels, kernel, bias=None, chunk_size=None):
     """Exact per-example cross-entropy `[batch]` with a chunk-recomputing gradient.
 
