@@ -24,6 +24,12 @@ logits:
   recomputes each chunk's logits from the saved log-normaliser (Cut Cross-Entropy's
   backward), so neither the logits nor their gradient exist at once.
 
+Where the fused CPU op can run (`tf_sampling.ops.softmax.fast()`) and the caller passes
+`fused=True` (heads that Keras never compiles with XLA), one op computes a shard's
+log-normaliser and top k in cache-sized tiles instead of the chunk loop below
+(custom_ops/cc/kernels/softmax_stats.h); its log-normaliser gets this module's chunked
+backward pass as gradient.
+
 Sharded weights follow Bengio et al. (2003, "A Neural Probabilistic Language Model",
 section 3.1, output-parallel scheme): each shard's `(m, s, top k)` is computed under its
 own device scope, and only these `[batch]` and `[batch, k]` partials are combined.
