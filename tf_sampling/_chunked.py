@@ -224,16 +224,23 @@ def _shard_stats_impl(x, kernel, bias, offset, k, chunk):
 _shard_stats_jit = tf.function(_shard_stats_impl, jit_compile=True, reduce_retracing=True)
 
 
-def _fused_lse(x, kernel, bias, chunk):
-    """One shard's log-normaliser `[batch]` by the fused CPU op (tf_sampling.ops.softmax),
-    with this module's chunked backward pass as its gradient; None where it cannot run."""
+def _fused_operands(x, kernel, bias):
+    """`(kernel, bias)` read for the fused CPU op, or None where the op is not to run.
+
+    A dense read of a variable that sparse updates wrote would copy all of it, so the
+    reads leave copy-on-read mode first."""
     if not _fused_op.fast() or x.dtype != tf.float32:
         return None
-    # A dense read of a variable that sparse updates wrote would copy all of it.
     kernel = read_without_copy(kernel)
     bias = None if bias is None else read_without_copy(bias)
     if kernel.dtype != tf.float32 or (bias is not None and bias.dtype != tf.float32):
         return None
+    return kernel, bias
+
+
+def _fused_lse(x, kernel, bias, chunk):
+    """One shard's log-normaliser `[batch]` by the fused CPU op, with this module's
+    chunked backward pass as its gradient; `kernel`, `bias` from `_fused_operands`."""
     rows = _static_rows(kernel)
     use_bias = bias is not None
 
@@ -250,16 +257,6 @@ def _fused_lse(x, kernel, bias, chunk):
         return lse, grad
 
     return lse_fn(x, kernel, *([bias] if use_bias else []))
-
-
-def _fused_top_k(x, kernel, bias, k):
-    """One shard's `(lse, top logits, top ids)` by the fused CPU op, or None. No gradient
-    (the op has none registered): the chunk loop serves callers that differentiate."""
-    if not _fused_op.fast() or x.dtype != tf.float32:
-        return None
-    kernel = read_without_copy(kernel)
-    bias = None if bias is None else read_without_copy(bias)
-    return _fused_op.softmax_stats(x, kernel, bias, k=k)
 
 
 _fused_allowed = [True]
@@ -283,16 +280,14 @@ def no_fused_ops():
 def _shard_stats(x, kernel, bias, offset, k, chunk_size, fused=False):
     rows = _static_rows(kernel)
     chunk = chunk_size_for(x.shape[0], rows, chunk_size, top_k=k is not None)
-    if fused and _fused_allowed[-1]:
+    operands = _fused_operands(x, kernel, bias) if fused and _fused_allowed[-1] else None
+    if operands is not None:
         if k is None:
-            lse = _fused_lse(x, kernel, bias, chunk_size_for(x.shape[0], rows, chunk_size))
-            if lse is not None:
-                return lse, tf.ones_like(lse)  # (m, s) with s = 1: m is the log-normaliser
-        else:
-            out = _fused_top_k(x, kernel, bias, k)
-            if out is not None:
-                lse, values, ids = out
-                return lse, tf.ones_like(lse), values, ids + offset
+            lse = _fused_lse(x, *operands, chunk)
+            return lse, tf.ones_like(lse)  # (m, s) with s = 1: m is the log-normaliser
+        # The op's top k has no gradient (none is registered for it).
+        lse, values, ids = _fused_op.softmax_stats(x, *operands, k=k)
+        return lse, tf.ones_like(lse), values, ids + offset
     fn = _shard_stats_jit if _use_jit(rows) else _shard_stats_impl
     return fn(x, kernel, bias, offset, k, chunk)
 
