@@ -345,7 +345,8 @@ def _gather_rows(shards, ids):
         return tf.gather(shards[0], ids)
     # Deferred import: the losses package imports the layers' helpers, not this module.
     from tf_sampling.losses import _sampled_logits as _sl
-    return _sl.gather_rows(shards, ids, [_static_rows(s) for s in shards])
+    # The stored rows, as the dense reads of the log-normaliser see them.
+    return _sl.gather_rows(shards, ids, [_static_rows(s) for s in shards], current=False)
 
 
 def true_logits(x, labels, kernels, biases=None):

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from tf_sampling import _chunked
+from tf_sampling._variables import read_without_copy
 from tf_sampling.layers import base
 from tf_sampling.losses import _sampled_logits as _sl
 
@@ -116,9 +117,11 @@ class FullSoftmax(base.OutputWeights, base.OutputHead):
         labels = _sl.check_labels(tf.reshape(labels, [-1]), 1, self.num_classes)
         _sl.check_batch(labels, x)
         kernel, bias = self._tf_weights()
+        # Shared buffers, not copies, once a sparse-aware optimizer's blocked dense step
+        # (scatters) has put the variables in copy-on-read mode.
         loss = _chunked.full_softmax_nll(
-            x, labels[:, 0], tf.convert_to_tensor(kernel),
-            None if bias is None else tf.convert_to_tensor(bias), chunk_size=self.chunk_size)
+            x, labels[:, 0], read_without_copy(kernel),
+            None if bias is None else read_without_copy(bias), chunk_size=self.chunk_size)
         return base.restore_leading(lead, loss)
 
     def logits(self, inputs):

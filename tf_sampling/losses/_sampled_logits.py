@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_sampling import _variables
 from tf_sampling import samplers as samplers_lib
 from tf_sampling.losses import _unique_rows
 
@@ -128,7 +129,7 @@ def as_shards(params, name, rank, num_classes=None):
     return shards, sum(rows) if num_classes is None else num_classes
 
 
-def gather_rows(shards, ids, rows=None):
+def gather_rows(shards, ids, rows=None, current=True):
     """Rows `ids` (1-D) of the row-wise concatenation of `shards`.
 
     For shards sized as TF's "div" strategy lays them out (the first `num_classes % P`
@@ -137,9 +138,14 @@ def gather_rows(shards, ids, rows=None):
     `tf.nn.sampled_softmax_loss` is documented to be. Each shard's gradient has one slice
     per id of that shard, so unique `ids` give every shard a gradient with unique rows.
     `rows`: the shards' row counts, if known better than their static shapes.
+    `current`: read the rows as the optimizer has them now (`SparseAdam(catch_up=True)`
+    moves a row by its pending momentum when it next updates it; this applies that move
+    to the rows read, `_variables.gather`); False: the stored values, as a dense read of
+    the same variables sees them.
     """
+    read = _variables.gather if current else tf.gather
     if len(shards) == 1:
-        return tf.gather(shards[0], ids)
+        return read(shards[0], ids)
     ids = tf.cast(ids, tf.int64)
     rows = [s.shape[0] for s in shards] if rows is None else rows
     if all(r is not None for r in rows):
@@ -152,7 +158,7 @@ def gather_rows(shards, ids, rows=None):
     n = len(shards)
     parts = tf.dynamic_partition(local, shard_of, n)
     positions = tf.dynamic_partition(tf.range(tf.size(ids)), shard_of, n)
-    return tf.dynamic_stitch(positions, [tf.gather(s, p) for s, p in zip(shards, parts)])
+    return tf.dynamic_stitch(positions, [read(s, p) for s, p in zip(shards, parts)])
 
 
 def range_check(ids, num_classes, name, noun="ids"):

@@ -26,11 +26,22 @@ Keras' base `apply()` does four more things with gradients; each is handled here
   a dense gradient's variable is decayed whole, as Keras does.
 - gradient accumulation and EMA are left to Keras: both keep dense `[V, d]` buffers and
   touch every row each step (documented cost).
+
+A dense gradient of a large variable (an exact full-softmax kernel) is applied in row blocks
+through the same row update: Keras' Adam keeps two or three `[V, d]` temporaries alive beside
+the gradient (`gradient - m`, its product with `1 - beta_1`, `sqrt(v)`, ...), which at
+V = 10^6 doubles the step's memory; blocks of at most 4 MiB bound them to a few MiB for one
+gather and one scatter per block and slot. The update is element-wise, so the blocked step
+equals the whole-tensor one bit for bit.
 """
+
+import math
 
 import keras
 import tensorflow as tf
 from keras import ops
+
+from tf_sampling._variables import share_dense_reads
 
 
 def dedupe(gradient):
@@ -40,6 +51,50 @@ def dedupe(gradient):
     unique, position = tf.unique(gradient.indices)
     values = tf.math.unsorted_segment_sum(gradient.values, position, tf.size(unique))
     return tf.IndexedSlices(values, unique, gradient.dense_shape)
+
+
+# Variables above twice this size get their dense gradients in row blocks of about this size.
+DENSE_BLOCK_BYTES = 4 * 2 ** 20
+# At most this many blocks (ops in the step's graph), whatever the size.
+MAX_DENSE_BLOCKS = 64
+
+
+def dense_row_blocks(gradient, variable):
+    """A dense `gradient` of a large `variable` as a list of `IndexedSlices`, one per
+    block of consecutive rows; None when the gradient is sparse or the variable small."""
+    shape = tuple(variable.shape)
+    if (isinstance(gradient, tf.IndexedSlices) or len(shape) == 0
+            or any(s is None for s in shape)):
+        return None
+    row_bytes = math.prod(shape[1:]) * tf.as_dtype(variable.dtype).size
+    total = shape[0] * row_bytes
+    if total <= 2 * DENSE_BLOCK_BYTES:
+        return None
+    blocks = min(MAX_DENSE_BLOCKS, -(-total // DENSE_BLOCK_BYTES))
+    rows = -(-shape[0] // blocks)
+    dense_shape = tf.constant(shape, tf.int64)
+    return [tf.IndexedSlices(gradient[start:start + rows],
+                             tf.range(start, min(start + rows, shape[0]), dtype=tf.int64),
+                             dense_shape)
+            for start in range(0, shape[0], rows)]
+
+
+def in_sequence(step, blocks):
+    """Runs `step(block)` (which returns its variable updates) for each block, each one
+    after the previous one's updates: otherwise a graph may run the blocks' slot updates
+    ahead of their variable updates and keep every block's temporaries alive at once."""
+    updates = []
+    for block in blocks:
+        with tf.control_dependencies(updates):
+            updates = step(block)
+    return updates
+
+
+def dense_step_in_blocks(step, blocks, variable):
+    """`in_sequence(step, blocks)` for the blocks of a dense gradient of `variable`, which
+    then leaves copy-on-read mode: the scatters put it there, and the model that reads it
+    whole (a dense gradient's variable usually is read whole) would copy it at each read."""
+    share_dense_reads(backing(variable), in_sequence(step, blocks))
 
 
 def _map_values(gradient, fn):

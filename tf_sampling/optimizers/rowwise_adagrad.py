@@ -94,6 +94,11 @@ class RowwiseAdagrad(_sparse.SparseUpdatesMixin, keras.optimizers.Optimizer):
         row_axes = tuple(range(1, len(variable.shape)))
         trailing = (-1,) + (1,) * (len(variable.shape) - 1)
 
+        blocks = _sparse.dense_row_blocks(gradient, variable)
+        if blocks is not None:
+            _sparse.dense_step_in_blocks(
+                lambda block: self._sparse_step(block, variable, lr), blocks, variable)
+            return
         if not isinstance(gradient, tf.IndexedSlices):
             self._decay_dense(variable, lr)
             gradient = ops.cast(gradient, variable.dtype)
@@ -104,15 +109,21 @@ class RowwiseAdagrad(_sparse.SparseUpdatesMixin, keras.optimizers.Optimizer):
                 denom = ops.reshape(denom, trailing)
             self.assign_sub(variable, ops.divide(ops.multiply(lr, gradient), denom))
             return
+        self._sparse_step(_sparse.dedupe(gradient), variable, lr)
 
-        gradient = _sparse.dedupe(gradient)
+    def _sparse_step(self, gradient, variable, lr):
+        """The update of the rows of an `IndexedSlices` gradient with unique indices."""
+        acc = self._accumulators[self._get_variable_index(variable)]
+        rowwise = len(variable.shape) >= 2
+        row_axes = tuple(range(1, len(variable.shape)))
+        trailing = (-1,) + (1,) * (len(variable.shape) - 1)
         rows = gradient.indices
         g = ops.cast(gradient.values, variable.dtype)
         square = ops.square(g)
         acc_var = _sparse.backing(acc)
         acc_rows = tf.gather(acc_var, rows) + (
             ops.mean(square, axis=row_axes) if rowwise else square)
-        acc_var.scatter_update(tf.IndexedSlices(acc_rows, rows))
+        updates = [acc_var.scatter_update(tf.IndexedSlices(acc_rows, rows))]
         denom = ops.sqrt(ops.add(acc_rows, self.epsilon))
         if rowwise:
             denom = ops.reshape(denom, trailing)
@@ -120,9 +131,10 @@ class RowwiseAdagrad(_sparse.SparseUpdatesMixin, keras.optimizers.Optimizer):
         var = _sparse.backing(variable)
         if self._uses_weight_decay(variable):
             var_rows = self._decay_rows(variable, tf.gather(var, rows), lr)
-            var.scatter_update(tf.IndexedSlices(var_rows - step, rows))
+            updates.append(var.scatter_update(tf.IndexedSlices(var_rows - step, rows)))
         else:
-            var.scatter_sub(tf.IndexedSlices(step, rows))
+            updates.append(var.scatter_sub(tf.IndexedSlices(step, rows)))
+        return updates
 
     def get_config(self):
         config = super().get_config()

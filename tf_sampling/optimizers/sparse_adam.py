@@ -12,7 +12,9 @@ and every other row of `var`, `m` and `v` is left as it is (dense Adam would dec
 `m` and `v` and keep moving them by their momentum). `t` is the optimizer's global step
 (`bias_correction="global"`, the default) or, with `bias_correction="per_row"`, the number
 of steps that touched the row, kept in one int32 per row (4 bytes per row beyond Adam's
-`m` and `v`). A dense gradient gets `keras.optimizers.Adam`'s step, computed by its own code.
+`m` and `v`). A dense gradient gets `keras.optimizers.Adam`'s step, bit for bit; for a
+variable over 8 MiB it is computed in row blocks, so that its temporaries take a few MiB,
+not two or three copies of the variable.
 
 With `catch_up=True` a row also gets, when it is next touched, the steps dense Adam would
 have given it meanwhile (its `m` and `v` decay, and it keeps moving by its momentum): after
@@ -25,18 +27,28 @@ in closed form, before the row's own step, from one int64 per row holding the st
 last update (8 bytes per row). This is dense Adam's trajectory for that row, up to two
 approximations: the skipped steps use the current learning rate (and, beyond the 64 most
 recent ones, where momentum has faded below 0.2%, the current bias correction), and epsilon
-is scaled with `sqrt(v)` in the sum. A forward pass reads an untouched row before its catch-up,
-and `finalize_variable_values` (called by `fit` at its end) catches every row up.
+is scaled with `sqrt(v)` in the sum. `finalize_variable_values` (called by `fit` at its end)
+catches every row up.
+
+Between updates a row's stored value lags dense Adam's by its pending momentum steps. The
+heads of this package read rows through `tf_sampling._variables.gather`, for which this
+optimizer sets a row reader on each variable it builds for: the rows read get the same
+closed-form move (a constant for the gradient), so a head's forward pass sees dense Adam's
+values and a sampled head trains as under dense Adam (tested through `train_on_batch`).
+Keras' own `Embedding` and other dense reads see the stored values.
 
 Cost per step: O(n*d) for n touched rows of width d (gathers, element-wise math and three
 scatters), against O(V*d) for keras Adam. State: `m` and `v`, 8 bytes per float32 weight.
 """
 
+import functools
+import weakref
+
 import keras
 import tensorflow as tf
 from keras import ops
 
-from tf_sampling._variables import read_without_copy
+from tf_sampling._variables import read_without_copy, set_row_reader
 from tf_sampling.optimizers import _sparse
 
 # Skipped steps whose own bias correction the catch-up uses; beyond them momentum has
@@ -44,6 +56,13 @@ from tf_sampling.optimizers import _sparse
 _EXACT_TERMS = 64
 # Rows per block of `finalize_variable_values` (16 MiB of series at 64 terms).
 _FINALIZE_ROWS = 2 ** 16
+
+
+def _read_current_rows(optimizer_ref, variable, ids):
+    optimizer = optimizer_ref()
+    if optimizer is None:
+        return tf.gather(_sparse.backing(variable), ids)
+    return optimizer._current_rows(variable, ids)
 
 
 @keras.saving.register_keras_serializable(package="tf_sampling")
@@ -114,6 +133,14 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         self._row_steps = self._row_slots(var_list, self.bias_correction == "per_row",
                                           "int32", "row_steps")
         self._last_steps = self._row_slots(var_list, self.catch_up, "int64", "last_step")
+        if self.catch_up:
+            # The heads read rows through `_variables.gather`: they then see each row with
+            # its pending momentum steps applied, as dense Adam would have it.
+            me = weakref.ref(self)
+            for variable, last in zip(var_list, self._last_steps):
+                if last is not None:
+                    set_row_reader(_sparse.backing(variable),
+                                   functools.partial(_read_current_rows, me, variable))
 
     def _row_slots(self, var_list, wanted, dtype, suffix):
         """One `[rows]` integer slot per variable of rank >= 1 (None for scalars), or []."""
@@ -170,6 +197,19 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         move = coef * m / (ops.sqrt(v) + self.epsilon)
         return move, m * ops.power(b1, skipped), v * ops.power(b2, skipped)
 
+    def _current_rows(self, variable, ids):
+        """Rows `ids` of `variable` moved by the gradient-free steps dense Adam would have
+        given them since their last update (to the end of the last step). The move is a
+        constant for the gradient: the gradient is the plain gather's."""
+        index = self._get_variable_index(variable)
+        var = _sparse.backing(variable)
+        m, v, last = (_sparse.backing(x) for x in (
+            self._momentums[index], self._velocities[index], self._last_steps[index]))
+        move, _, _ = self._catch_up_rows(tf.gather(m, ids), tf.gather(v, ids),
+                                         tf.gather(last, ids),
+                                         ops.cast(self.iterations, "int64"))
+        return tf.gather(var, ids) - tf.stop_gradient(tf.cast(move, var.dtype))
+
     def finalize_variable_values(self, var_list):
         """With `catch_up`, brings every row to dense Adam's trajectory at the current
         step (`fit` calls this when it ends); then Keras' own finalization."""
@@ -221,19 +261,30 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
                      if self.bias_correction == "per_row" else None)
         if not isinstance(gradient, tf.IndexedSlices):
             if self.catch_up:
-                # Rows skipped by earlier sparse steps first; then every row is touched.
-                t = ops.cast(self.iterations + 1, "int64")
-                self._catch_up_all(variable, t - 1)
+                # Rows skipped by earlier sparse steps first; then every row is touched. After
+                # the gradient: its scatters (even empty ones) would otherwise be free to run
+                # while the forward pass's read of the variable is alive, and copy it whole.
+                with tf.control_dependencies([gradient]):
+                    t = ops.cast(self.iterations + 1, "int64")
+                    self._catch_up_all(variable, t - 1)
                 index = self._get_variable_index(variable)
                 if self._last_steps[index] is not None:
                     self._last_steps[index].assign(ops.full_like(self._last_steps[index], t))
+            blocks = _sparse.dense_row_blocks(gradient, variable)
+            if blocks is not None:
+                # Each block's row step is Adam's dense step on those rows (per-row counts
+                # and weight decay included), with block-sized temporaries.
+                _sparse.dense_step_in_blocks(
+                    lambda block: self._sparse_step(block, variable, lr, row_steps,
+                                                    catch_up=False), blocks, variable)
+                return
             self._decay_dense(variable, lr)
             if row_steps is None:
                 return super().update_step(gradient, variable, learning_rate)
             return self._dense_per_row_step(gradient, variable, lr, row_steps)
         return self._sparse_step(_sparse.dedupe(gradient), variable, lr, row_steps)
 
-    def _sparse_step(self, gradient, variable, lr, row_steps):
+    def _sparse_step(self, gradient, variable, lr, row_steps, catch_up=None):
         index = self._get_variable_index(variable)
         var = _sparse.backing(variable)
         m = _sparse.backing(self._momentums[index])
@@ -252,7 +303,7 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
 
         var_rows = None
-        if self.catch_up:
+        if self.catch_up if catch_up is None else catch_up:
             t = ops.cast(self.iterations + 1, "int64")
             last = _sparse.backing(self._last_steps[index])
             move, m_rows, v_rows = self._catch_up_rows(
@@ -266,21 +317,22 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         # touched row gets bit for bit the value that dense Adam gives it.
         m_rows = m_rows + ops.multiply(ops.subtract(g, m_rows), 1 - self.beta_1)
         v_rows = v_rows + ops.multiply(ops.subtract(ops.square(g), v_rows), 1 - self.beta_2)
-        m.scatter_update(tf.IndexedSlices(m_rows, rows))
-        v.scatter_update(tf.IndexedSlices(v_rows, rows))
+        updates = [m.scatter_update(tf.IndexedSlices(m_rows, rows)),
+                   v.scatter_update(tf.IndexedSlices(v_rows, rows))]
         if self.amsgrad:
             v_hat = _sparse.backing(self._velocity_hats[index])
             v_rows = ops.maximum(tf.gather(v_hat, rows), v_rows)
-            v_hat.scatter_update(tf.IndexedSlices(v_rows, rows))
+            updates.append(v_hat.scatter_update(tf.IndexedSlices(v_rows, rows)))
         step = ops.divide(ops.multiply(m_rows, alpha), ops.add(ops.sqrt(v_rows), self.epsilon))
         if self._uses_weight_decay(variable):
             var_rows = tf.gather(var, rows) if var_rows is None else var_rows
             var_rows = self._decay_rows(variable, var_rows, lr)
-            var.scatter_update(tf.IndexedSlices(var_rows - step, rows))
+            updates.append(var.scatter_update(tf.IndexedSlices(var_rows - step, rows)))
         elif var_rows is not None:
-            var.scatter_update(tf.IndexedSlices(var_rows - step, rows))
+            updates.append(var.scatter_update(tf.IndexedSlices(var_rows - step, rows)))
         else:
-            var.scatter_sub(tf.IndexedSlices(step, rows))
+            updates.append(var.scatter_sub(tf.IndexedSlices(step, rows)))
+        return updates
 
     def _dense_per_row_step(self, gradient, variable, lr, row_steps):
         # Every row is touched: each row's count grows by one, and the step is Adam's with
