@@ -53,6 +53,7 @@ import _common  # noqa: E402
 _common.use_examples()
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tf_sampling as tfs  # noqa: E402
@@ -60,13 +61,18 @@ import language_model  # noqa: E402
 from _machine import machine  # noqa: E402
 
 HEADS = ("full", "sampled", "nce", "hierarchical", "adaptive")
-OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "sparse_adam": tfs.optimizers.SparseAdam,
-    "sparse_adam_per_row": lambda lr: tfs.optimizers.SparseAdam(lr, bias_correction="per_row"),
-    "sparse_adam_catch_up": lambda lr: tfs.optimizers.SparseAdam(lr, catch_up=True),
-    "rowwise_adagrad": tfs.optimizers.RowwiseAdagrad,
+OPTIMIZERS = {  # name -> (learning rate, epsilon) -> optimizer
+    "adam": lambda lr, eps: keras.optimizers.Adam(lr, epsilon=eps),
+    "sparse_adam": lambda lr, eps: tfs.optimizers.SparseAdam(lr, epsilon=eps),
+    "sparse_adam_per_row": lambda lr, eps: tfs.optimizers.SparseAdam(
+        lr, epsilon=eps, bias_correction="per_row"),
+    "sparse_adam_catch_up": lambda lr, eps: tfs.optimizers.SparseAdam(
+        lr, epsilon=eps, catch_up=True),
+    "rowwise_adagrad": lambda lr, eps: tfs.optimizers.RowwiseAdagrad(lr, epsilon=eps),
 }
+# Training-frequency bands of the target word for --by-frequency: ranks [0, 100), [100,
+# 1000), ... (rank 0 the most frequent word).
+FREQUENCY_BANDS = (100, 1000, 10000)
 
 
 def parse_args(argv=None):
@@ -96,6 +102,11 @@ def parse_args(argv=None):
                    help="every head's optimizer: keras Adam, tfs.optimizers.SparseAdam "
                         "(global or per-row bias correction, or catch_up) or "
                         "RowwiseAdagrad")
+    p.add_argument("--epsilon", type=float, default=1e-7,
+                   help="the optimizer's epsilon (Keras' default 1e-7)")
+    p.add_argument("--by-frequency", action="store_true",
+                   help="also the test perplexity per band of target words by training "
+                        "frequency rank (%s)" % ", ".join(map(str, FREQUENCY_BANDS)))
     p.add_argument("--num-sampled", type=int, default=1024, help="sampled and nce heads")
     p.add_argument("--sampler", default="log_uniform",
                    help="sampled and nce heads: a sampler name of tfs.samplers.get, or "
@@ -190,7 +201,7 @@ def run_head(args, arch, kind, data, batch_size):
     stats, parts, evaluate = language_model.train(
         data, kind, arch=arch, epochs=args.epochs, batch_size=batch_size,
         context=args.context, seq_len=args.seq_len, emb=args.emb, hidden=args.hidden,
-        optimizer=OPTIMIZERS[args.optimizer](args.lr),
+        optimizer=OPTIMIZERS[args.optimizer](args.lr, args.epsilon),
         steps_per_execution=args.steps_per_execution, jit_compile=args.jit == "on",
         eval_batch_size=eval_batch, validate=args.eval_each_epoch,
         log=log_epoch(sampled=kind in ("sampled", "nce")), verbose=args.verbose,
@@ -203,7 +214,9 @@ def run_head(args, arch, kind, data, batch_size):
     test_ppl, test_n = evaluate(data.test)
     eval_seconds = time.perf_counter() - t
     mass_err, nll_err = normalization_check(parts, data.valid, args.context, args.seq_len)
-    return {"arch": arch, "head": kind, "valid_ppl": valid_ppl, "test_ppl": test_ppl,
+    bands = (test_ppl_by_frequency(parts, data, args.context, args.seq_len)
+             if args.by_frequency else None)
+    return {"test_ppl_by_frequency": bands,"arch": arch, "head": kind, "valid_ppl": valid_ppl, "test_ppl": test_ppl,
             "valid_tokens": valid_n, "test_tokens": test_n,
             "epoch_seconds": stats["step_seconds"] * spe, "fit_seconds": stats["train_seconds"],
             "fit_epoch_seconds": stats["epoch_seconds"], "eval_seconds": eval_seconds,
@@ -211,6 +224,35 @@ def run_head(args, arch, kind, data, batch_size):
             "xla": stats["xla"], "params": stats["params"],
             "max_abs_prob_sum_minus_1": mass_err, "max_abs_nll_vs_log_prob": nll_err,
             "valid_ppl_by_epoch": stats["valid_ppl_per_epoch"] or None}
+
+
+def test_ppl_by_frequency(parts, data, context, seq_len):
+    """Exact test perplexity over the targets in each band of training-frequency rank
+    (FREQUENCY_BANDS), with each band's share of the test targets: where a change of
+    setting gains or loses (frequent words against rare ones)."""
+    arch = "nplm" if parts[2] is None else "lstm"
+    order = np.argsort(-np.asarray(data.counts, np.int64), kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    band_of = np.searchsorted(np.asarray(FREQUENCY_BANDS), rank, side="right")
+    n_bands = len(FREQUENCY_BANDS) + 1
+    head = parts[1]
+
+    @tf.function
+    def batch_nll(ctx, lab):
+        hidden, labels = language_model.head_inputs(parts, ctx, lab)
+        return tf.cast(head.full_softmax_loss(hidden, labels), tf.float64), labels
+
+    total, count = np.zeros(n_bands), np.zeros(n_bands, np.int64)
+    for batch in language_model.eval_dataset(data.test, arch, context, seq_len):
+        nll, labels = batch_nll(batch["context"], batch["label"])
+        b = band_of[labels.numpy()]
+        total += np.bincount(b, nll.numpy(), n_bands)
+        count += np.bincount(b, minlength=n_bands)
+    edges = (0,) + FREQUENCY_BANDS + (len(order),)
+    return [{"ranks": [edges[i], edges[i + 1]], "targets": int(count[i]),
+             "ppl": float(np.exp(total[i] / count[i])) if count[i] else None}
+            for i in range(n_bands)]
 
 
 # ---------------------------------------------------------------------------- report
@@ -373,7 +415,9 @@ def main(argv=None):
             f"{b} targets" if arch == "nplm" else
             f"LSTM: emb {args.emb}, {args.hidden} units, pieces of {args.seq_len}, batch {b}")
     title = (f"WikiText-2 (V = {V:,}), {scope}, {args.epochs} epoch(s); "
-             + "; ".join(bodies) + f"; {args.optimizer} lr {args.lr:g} for every head")
+             + "; ".join(bodies) + f"; {args.optimizer} lr {args.lr:g}"
+             + (f" epsilon {args.epsilon:g}" if args.epsilon != 1e-7 else "")
+             + " for every head")
     print()
     print(f"## {title}")
     worst = max(max(r["max_abs_prob_sum_minus_1"], r["max_abs_nll_vs_log_prob"]) for r in rows)
@@ -388,6 +432,13 @@ def main(argv=None):
         if r.get("valid_ppl_by_epoch"):
             print(f"valid ppl after each epoch, {r['arch']} / {r['head']}: "
                   + ", ".join(f"{p:.1f}" for p in r["valid_ppl_by_epoch"]))
+    for r in rows:
+        if r.get("test_ppl_by_frequency"):
+            print(f"test ppl by training-frequency rank of the target, {r['arch']} / "
+                  f"{r['head']}: " + "; ".join(
+                      f"ranks {b['ranks'][0]}-{b['ranks'][1]}: {b['ppl']:.1f} "
+                      f"({b['targets']:,} targets)"
+                      for b in r["test_ppl_by_frequency"] if b["targets"]))
     for line in goal_lines(rows):
         print(line)
     print(f"machine: {info['cpu']}, {info['usable_cores']} cores, TF {info['tensorflow']}; "

@@ -68,7 +68,27 @@ def _retrieval_dataset():
     return tf.data.Dataset.from_tensor_slices(((X, Y), np.zeros(N, np.float32))).batch(BATCH)
 
 
-def all_layers_model(dynamic=False):
+# (variable path, gradient type) of each variable SparseAdam updated, recorded at trace.
+SPARSE_ADAM_GRADIENTS = []
+
+
+class _RecordingSparseAdam(tfs.optimizers.SparseAdam):
+    def update_step(self, gradient, variable, learning_rate):
+        SPARSE_ADAM_GRADIENTS.append(
+            (getattr(variable, "path", variable.name), type(gradient).__name__))
+        return super().update_step(gradient, variable, learning_rate)
+
+
+def _optimizer(name):
+    if name == "sgd":
+        return keras.optimizers.SGD(0.1, momentum=0.9)
+    # A large epsilon keeps the update smooth in the gradient: the data-parallel gradient
+    # differs from the single device's in the order of its float sums, and Adam divides by
+    # sqrt(v) of near-zero entries.
+    return _RecordingSparseAdam(0.05, epsilon=1e-3, catch_up=True, name="sparse_adam")
+
+
+def all_layers_model(dynamic=False, optimizer="sgd"):
     """One model holding every output layer (one trace instead of one per layer).
 
     Each head gets its own sampler and seed; the total loss is the sum of the heads'.
@@ -101,11 +121,12 @@ def all_layers_model(dynamic=False):
     if not dynamic:
         outputs.append(tfs.layers.CandidateSoftmax(V, name="cand")([h, cands, pos]))
     model = keras.Model([x, y, cands, pos], outputs)
-    # SGD, not Adam: Keras 3's Adam squares a sparse gradient's slices before summing
+    # SGD, not keras Adam: Keras 3's Adam squares a sparse gradient's slices before summing
     # slices of the same row, and the all-reduce concatenates the replicas' slices, so
     # Adam's second moments depend on how the batch was split. SGD is linear in the
-    # gradient, so data-parallel training must match single-device training.
-    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    # gradient, so data-parallel training must match single-device training. SparseAdam
+    # sums repeated rows first, so it must match too.
+    model.compile(optimizer=_optimizer(optimizer))
     return model
 
 
@@ -189,18 +210,20 @@ def _fit_multi_worker(model, strategy, dataset):
         model.reset_metrics()
         for _ in range(N // BATCH):
             losses.append(float(step(next(data))))
+    model.optimizer.finalize_variable_values(model.trainable_weights)  # as fit ends
     return losses
 
 
-def train(strategy, prefix, results, dynamic=False, retrieval=False):
+def train(strategy, prefix, results, dynamic=False, retrieval=False, optimizer="sgd"):
     """Fits the all-layers model (or the retrieval model); stores per-step losses, weights
     and sampler or estimator state."""
+    del SPARSE_ADAM_GRADIENTS[:]
     with strategy.scope():
         if retrieval:
             # The single device's batch in as many groups as the strategy has replicas.
             model = retrieval_model(groups=2 if strategy.num_replicas_in_sync == 1 else 1)
         else:
-            model = all_layers_model(dynamic)
+            model = all_layers_model(dynamic, optimizer)
     data = _retrieval_dataset() if retrieval else _dataset()
     if MODE == "mwms":
         results[f"{prefix}/losses"] = np.array(_fit_multi_worker(model, strategy, data))
@@ -217,12 +240,14 @@ def train(strategy, prefix, results, dynamic=False, retrieval=False):
             # Every replica's copy must hold the same value.
             results[f"{prefix}/copies/{i}"] = np.stack(
                 [c.numpy() for c in strategy.experimental_local_results(v.value)])
+    if SPARSE_ADAM_GRADIENTS:
+        results[f"{prefix}/gradient_types"] = np.array(sorted(set(SPARSE_ADAM_GRADIENTS)))
     return model
 
 
-def try_train(strategy, prefix, results, dynamic=False, retrieval=False):
+def try_train(strategy, prefix, results, dynamic=False, retrieval=False, optimizer="sgd"):
     try:
-        train(strategy, prefix, results, dynamic, retrieval)
+        train(strategy, prefix, results, dynamic, retrieval, optimizer)
     except Exception:  # reported by the test, with the traceback's end
         results[f"{prefix}/error"] = np.array(traceback.format_exc()[-2000:])
 
@@ -436,6 +461,44 @@ def parameter_servers(results):
     results["ps/ref/losses"] = np.stack([step().numpy() for _ in range(2)])
     results["ps/ref/kernel"] = plain.kernel.numpy()
     results["ps/ref/bias"] = plain.bias.numpy()
+
+    # The same with SparseAdam(catch_up=True), a Keras optimizer: its slots are made under
+    # the strategy's scope, and the step runs it in the worker's replica context.
+    def adam_step_fn(layer, optimizer, run=lambda fn: fn()):
+        def replica_step():
+            with tf.GradientTape() as tape:
+                loss = layer.sampled_loss(h, y)
+                mean = tf.reduce_mean(loss)
+            grads = tape.gradient(mean, layer.trainable_weights)
+            SPARSE_ADAM_GRADIENTS.extend((v.path, type(g).__name__)
+                                         for v, g in zip(layer.trainable_weights, grads))
+            optimizer.apply_gradients(zip(grads, layer.trainable_weights))
+            return loss
+        return tf.function(lambda: run(replica_step))
+
+    with strategy.scope():
+        sharded = head(2)
+        optimizer = tfs.optimizers.SparseAdam(0.05, epsilon=1e-3, catch_up=True)
+        optimizer.build(sharded.trainable_weights)
+    del SPARSE_ADAM_GRADIENTS[:]
+    step = adam_step_fn(sharded, optimizer, strategy.run)
+    losses = [coordinator.schedule(step) for _ in range(3)]
+    coordinator.join()
+    results["ps_adam/gradient_types"] = np.array(sorted(set(SPARSE_ADAM_GRADIENTS)))
+    results["ps_adam/sharded/losses"] = np.stack([loss.fetch() for loss in losses])
+    results["ps_adam/sharded/kernel"] = sharded.kernel.numpy()
+    results["ps_adam/sharded/bias"] = sharded.bias.numpy()
+    # Each slot lives where its variable lives (its scatters run there).
+    results["ps_adam/placement"] = np.array(
+        [(v.value.device, s.value.device) for v in sharded.trainable_weights
+         for s in optimizer.variables
+         if s.path.split("/", 1)[-1].startswith(v.path.replace("/", "_") + "_")])
+    plain = head(1)
+    optimizer = tfs.optimizers.SparseAdam(0.05, epsilon=1e-3, catch_up=True)
+    step = adam_step_fn(plain, optimizer)
+    results["ps_adam/ref/losses"] = np.stack([step().numpy() for _ in range(3)])
+    results["ps_adam/ref/kernel"] = plain.kernel.numpy()
+    results["ps_adam/ref/bias"] = plain.bias.numpy()
     del servers  # kept alive until here
 
 
@@ -460,6 +523,8 @@ def main():
         lap("mwms dynamic")
         try_train(MWMS, "mwms_retrieval", results, retrieval=True)
         lap("mwms retrieval")
+        try_train(MWMS, "mwms_sparse_adam", results, optimizer="sparse_adam")
+        lap("mwms sparse adam")
     else:
         # ReductionToOneDevice: on CPUs MirroredStrategy picks CollectiveAllReduce, whose
         # all-reduce of the heads' sparse (IndexedSlices) gradients takes twice as long to
@@ -486,6 +551,9 @@ def main():
         try_train(tf.distribute.get_strategy(), "single_retrieval", results, retrieval=True)
         try_train(mirrored, "mirrored_retrieval", results, retrieval=True)
         lap("retrieval")
+        try_train(tf.distribute.get_strategy(), "single_sparse_adam", results,
+                  optimizer="sparse_adam")
+        lap("sparse adam")
     np.savez(OUT, **results)
 
 

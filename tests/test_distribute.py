@@ -313,6 +313,54 @@ def test_shards_on_parameter_servers_train_like_the_unsharded_head(runs):
                                       err_msg=what)
 
 
+def _sampled_kernels_got_slices(result, prefix):
+    """Every sampled head's kernel reached SparseAdam's update as an `IndexedSlices`."""
+    types = {str(path): str(kind) for path, kind in result[f"{prefix}/gradient_types"]}
+    kernels = {p: k for p, k in types.items()
+               if p.split("/")[0] in ("learned", "nce", "neg", "sharded") and "kernel" in p}
+    assert len(kernels) >= 4, types
+    assert set(kernels.values()) == {"IndexedSlices"}, kernels
+
+
+@pytest.mark.background("distribute")
+def test_sparse_adam_under_multi_worker_mirrored_strategy(runs):
+    """SparseAdam(catch_up=True) on every head, 2 workers: the replicas' sparse gradients
+    stay `IndexedSlices` through the collective all-reduce (an all-gather of the slices),
+    and SparseAdam sums repeated rows before its step, so training matches one device fed
+    the whole batch."""
+    local = _get(runs, "local")
+    assert _error(local, "single_sparse_adam") is None, _error(local, "single_sparse_adam")
+    _sampled_kernels_got_slices(local, "single_sparse_adam")
+    for name in ("mwms0", "mwms1"):
+        result = _get(runs, name)
+        assert _error(result, "mwms_sparse_adam") is None, _error(result, "mwms_sparse_adam")
+        _sampled_kernels_got_slices(result, "mwms_sparse_adam")
+        _assert_matches_single_device(result, "mwms_sparse_adam", local,
+                                      ref="single_sparse_adam")
+    w0, w1 = _get(runs, "mwms0"), _get(runs, "mwms1")
+    for key in [k for k in w0 if k.startswith("mwms_sparse_adam/var/")]:
+        np.testing.assert_array_equal(w0[key], w1[key], err_msg=key)
+
+
+@pytest.mark.background("distribute")
+def test_sparse_adam_on_parameter_servers(runs):
+    """A 2-shard head trained by SparseAdam(catch_up=True) under ParameterServerStrategy:
+    each slot on its variable's parameter server, sparse gradients, and the losses and
+    weights of the same three steps on one device."""
+    ps = _get(runs, "ps")
+    placement = ps["ps_adam/placement"]
+    # Four variables (2 kernel shards, 2 bias shards), m and v each, last step for kernels.
+    assert len(placement) >= 10, placement
+    for var_device, slot_device in placement:
+        assert str(var_device).startswith("/job:ps/") and var_device == slot_device, placement
+    assert {str(k) for _, k in ps["ps_adam/gradient_types"]} == {"IndexedSlices"}
+    for what in ("losses", "kernel", "bias"):
+        np.testing.assert_allclose(ps[f"ps_adam/sharded/{what}"], ps[f"ps_adam/ref/{what}"],
+                                   rtol=1e-6, atol=1e-7, err_msg=what)
+    # Three Adam steps moved the weights (the comparison is not of initial values).
+    assert np.abs(ps["ps_adam/ref/losses"][0] - ps["ps_adam/ref/losses"][-1]).max() > 1e-3
+
+
 # ---------------------------------------------------------------------- fault tolerance
 @pytest.mark.background("distribute")
 def test_backup_and_restore_resumes_sampler_counts(runs):
