@@ -14,7 +14,9 @@ Three parts, each measured in its own subprocess so that its peak RSS is its own
    - `fit` with the sampled head and `--optimizer` (keras "adam", or "sparse_adam" /
      "sparse_adam_catch_up": `tf_sampling.optimizers.SparseAdam`, lazy or with
      `catch_up=True` as the README recommends; imported only if asked);
-   - exact `evaluate` (chunked log-sum-exp, no [batch, V] tensor);
+   - exact `evaluate` (chunked log-sum-exp, no [batch, V] tensor), timed to the end of
+     its last batch (Keras' `on_test_end`); the whole call, whose end can wait seconds for
+     tf.data's autotuning thread as it destroys the iterator, is reported beside it;
    - `predict` without labels (top_k="auto": the top 10, chunked);
    - the matmul floor of exact evaluation: the same chunks' `x @ W^T` alone (XLA), the
      least work any exact evaluation does; evaluate and the floor are timed in alternation,
@@ -209,18 +211,32 @@ def scale_child(cfg):
         def body(lo, size, state):
             logits, _ = _chunked._chunk_logits(x, kernel, None, lo, size)
             return (tf.maximum(state[0], tf.reduce_max(logits, 1)),)
-        return _chunked._for_chunks(V, chunk, body, (tf.fill([B], -1e30),))
+        return _chunked._for_chunks(V, chunk, body, (tf.fill([x.shape[0]], -1e30),))
 
     floor(h)
     batches = -(-len(test[0]) // B)
     # Evaluate and the floor alternate, so that each pair sees the same machine (on a
     # shared machine one call's time varies by tens of percent, the CPU seconds with it):
     # the goal takes the median of the pairs' ratios.
+    # `evaluate` is timed to Keras' on_test_end, after its last batch: the call then
+    # destroys its tf.data iterator, and that waits for tf.data's autotuning thread, which
+    # was seen (gdb) to hold the call up to about 4 s more, both cores idle, in some calls
+    # and not others. That wait is per call, not per batch, and not this library's; the
+    # whole call is reported apart ("evaluate_call").
+    class _EndOfLastBatch(keras.callbacks.Callback):
+        def on_test_end(self, logs=None):
+            self.at = (time.perf_counter(), time.process_time())
+
     runs = {"evaluate": [], "matmul_floor": []}
+    calls = []
     for _ in range(cfg["repeats"]):
         one = {}
-        with _Phase(one, "evaluate"):
-            loss = model.evaluate(feed, batch_size=B, verbose=0)
+        end = _EndOfLastBatch()
+        with _Phase(one, "evaluate") as phase:
+            loss = model.evaluate(feed, batch_size=B, verbose=0, callbacks=[end])
+        calls.append(one["evaluate"]["seconds"])
+        one["evaluate"]["seconds"] = end.at[0] - phase.t0
+        one["evaluate"]["cpu_seconds"] = end.at[1] - phase.cpu0
         with _Phase(one, "matmul_floor"):
             for _ in range(batches):
                 floor(h)[0].numpy()
@@ -232,6 +248,7 @@ def scale_child(cfg):
                     "peak_rss_gb": max(r["peak_rss_gb"] for r in rs),
                     "runs_seconds": [r["seconds"] for r in rs],
                     "runs_cpu_seconds": [r["cpu_seconds"] for r in rs]}
+    ph["evaluate"]["call_seconds"] = calls
     ratios = sorted(e["seconds"] / f["seconds"]
                     for e, f in zip(runs["evaluate"], runs["matmul_floor"]))
     res["eval_floor_ratio"] = ratios[len(ratios) // 2]
@@ -403,6 +420,10 @@ def main(argv=None):
                     f"{t:.2f} ({c:.1f} CPU s)" for t, c in zip(runs, ph["runs_cpu_seconds"]))
                     + ")") if runs else ""
                 print(f"   {name:<22}{ph['seconds']:>10.2f}{ph['peak_rss_gb']:>14.2f}{runs}")
+                if "call_seconds" in ph:
+                    print(f"   {'':<22}{'':>10}{'':>14}  (whole calls, iterator teardown "
+                          f"included: " + ", ".join(f"{t:.2f}" for t in ph["call_seconds"])
+                          + ")")
             print(f"   exact eval loss {scale['eval_loss']:.3f}, perplexity "
                   f"{scale['eval_perplexity']:.1f} (bound exp(H) = "
                   f"{scale['perplexity_bound']:.1f}); served top-10 ids == predict: "
