@@ -114,6 +114,12 @@ def parse_args(argv=None):
     p.add_argument("--remove-accidental-hits", choices=("default", "yes", "no"),
                    default="default",
                    help="sampled and nce heads ('default': the layer's default)")
+    p.add_argument("--rows-sampled", type=int, default=None,
+                   help="experiment, sampled head: the output rows learn from this many "
+                        "samples, the body from --num-sampled (examples/_heads.py "
+                        "SplitSampledSoftmax)")
+    p.add_argument("--embedding", choices=("tfs", "keras"), default="tfs",
+                   help="input table: tfs.layers.Embedding (default) or keras' Embedding")
     p.add_argument("--cutoffs", default="2000,10000", help="adaptive head cutoffs")
     p.add_argument("--div-value", type=float, default=None,
                    help="adaptive head (default: the layer's, 4)")
@@ -176,8 +182,10 @@ def head_options(args, kind):
     """The example's `make_head` options of head `kind` (layer defaults unless set)."""
     if kind in ("sampled", "nce"):
         hits = {"default": None, "yes": True, "no": False}[args.remove_accidental_hits]
+        extra = ({"rows_sampled": args.rows_sampled}
+                 if kind == "sampled" and args.rows_sampled is not None else {})
         return {"num_sampled": args.num_sampled, "sampler": args.sampler,
-                "remove_accidental_hits": hits}
+                "remove_accidental_hits": hits, **extra}
     if kind == "adaptive":
         return {"cutoffs": args.cutoffs, "div_value": args.div_value}
     return {}
@@ -205,7 +213,7 @@ def run_head(args, arch, kind, data, batch_size):
         steps_per_execution=args.steps_per_execution, jit_compile=args.jit == "on",
         eval_batch_size=eval_batch, validate=args.eval_each_epoch,
         log=log_epoch(sampled=kind in ("sampled", "nce")), verbose=args.verbose,
-        seed=args.seed, **head_options(args, kind))
+        seed=args.seed, embedding=args.embedding, **head_options(args, kind))
     spe = stats["steps_per_epoch"]
     tokens_per_step = batch_size * (args.seq_len if arch == "lstm" else 1)
 
@@ -262,7 +270,9 @@ def head_note(args, kind, V):
     if kind in ("sampled", "nce"):
         hits = {"default": "", "yes": ", remove hits", "no": ", keep hits"}[
             args.remove_accidental_hits]
-        return f"{min(args.num_sampled, V - 1)} x {args.sampler}{hits}"
+        rows = (f", rows learn from {args.rows_sampled}"
+                if kind == "sampled" and args.rows_sampled is not None else "")
+        return f"{min(args.num_sampled, V - 1)} x {args.sampler}{hits}{rows}"
     if kind == "hierarchical":
         return "Huffman tree"
     return f"cutoffs {args.cutoffs}" + (f", div {args.div_value:g}" if args.div_value else "")

@@ -10,6 +10,7 @@ Example:
 >>> out = head([hidden, labels])
 """
 
+import functools
 import math
 
 import keras
@@ -82,6 +83,42 @@ class FullSoftmax(keras.layers.Layer):
         return config
 
 
+class SplitSampledSoftmax(tfs.layers.SampledSoftmax):
+    """An experiment on where more samples act: a `SampledSoftmax` whose output rows (kernel
+    and bias) get the gradient of a sampled loss with `rows_sampled` samples, and whose
+    inputs (the body: hidden states, LSTM, embeddings) get that of a separate loss with
+    `num_sampled` samples. Each loss is the head's own, on its own draw; each sees the other
+    side's values with `tf.stop_gradient`, so the training loss reported is their sum.
+    Exact evaluation is the head's. The frozen copy of the rows is a dense read of the
+    table: for vocabularies of the benchmark's size (33K rows), not for 10^7.
+    """
+
+    def __init__(self, *args, rows_sampled, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rows_sampled = int(rows_sampled)
+
+    def _sampled_loss(self, hidden, labels, update=True):
+        from tf_sampling.losses import _sampled_logits as _sl
+
+        weights, biases = self._weights_tf()
+
+        def loss(h, w, b, k):
+            sampled = self.sampler.sample(labels, k, unique=self.unique)
+            true_logits, logits = _sl.sampled_logits(
+                w, b, labels, h, sampled, self.num_true, self.subtract_log_q,
+                self.remove_accidental_hits)
+            return _sl.softmax_loss(true_logits, logits, self.num_true)
+
+        frozen = [tf.stop_gradient(tf.convert_to_tensor(w)) for w in weights]
+        frozen_b = (None if biases is None
+                    else [tf.stop_gradient(tf.convert_to_tensor(b)) for b in biases])
+        return (loss(hidden, frozen, frozen_b, self.num_sampled)
+                + loss(tf.stop_gradient(hidden), weights, biases, self.rows_sampled))
+
+    def get_config(self):
+        return {**super().get_config(), "rows_sampled": self.rows_sampled}
+
+
 def unigram_sampler(counts, distortion, seed=None):
     """A fixed unigram sampler over word counts (word2vec's noise is distortion=0.75)."""
     counts = [max(int(c), 0) for c in counts]
@@ -92,7 +129,7 @@ def unigram_sampler(counts, distortion, seed=None):
 def make_head(kind, num_classes, counts=None, num_sampled=None, sampler=None,
               distortion=0.75, unique=True, use_bias=True, kernel_initializer="glorot_uniform",
               seed=None, samples_per=None, cutoffs=None, div_value=None,
-              remove_accidental_hits=None):
+              remove_accidental_hits=None, rows_sampled=None):
     """Builds an output head by name: one of `HEADS`.
 
     `counts` (class frequencies) are needed for the Huffman tree of "hierarchical" and for
@@ -101,6 +138,8 @@ def make_head(kind, num_classes, counts=None, num_sampled=None, sampler=None,
     `samples_per` ("batch" or "example") and `remove_accidental_hits` are passed to the
     sampled heads when given. "adaptive" needs `cutoffs` (ids must be sorted by decreasing
     frequency); `div_value` is passed when given (the layer's default is 4).
+    `rows_sampled` (an experiment, "sampled" only): `SplitSampledSoftmax`, whose output rows
+    learn from `rows_sampled` samples and the body from `num_sampled`.
     """
     if kind == "full":
         return FullSoftmax(num_classes, kernel_initializer=kernel_initializer, name="head")
@@ -129,6 +168,10 @@ def make_head(kind, num_classes, counts=None, num_sampled=None, sampler=None,
                 sampler = "log_uniform"
         cls = {"sampled": tfs.layers.SampledSoftmax, "nce": tfs.layers.NCE,
                "negative": tfs.layers.NegativeSampling}[kind]
+        if rows_sampled is not None:
+            if kind != "sampled":
+                raise ValueError("`rows_sampled` is for the sampled head only.")
+            cls = functools.partial(SplitSampledSoftmax, rows_sampled=rows_sampled)
         # NCE learns self-normalised scores (log p, not log p + const): starting the biases
         # at log(1/V) starts it at the uniform distribution, not at a total mass of V
         # (Zoph et al. 2016, "Simple, fast noise-contrastive estimation").

@@ -184,16 +184,21 @@ def make_head(kind, data, num_sampled=256, sampler="log_uniform", seed=None, **o
 
 
 def build_model(data, head_kind, arch="nplm", context=4, emb=64, hidden=128, direct=False,
-                seed=1, **head_options):
+                seed=1, embedding="tfs", **head_options):
     """(training model, features model for serving, head, sequence model or None).
 
     The sequence model (LSTM only) maps a piece to the hidden state at every position, for
     scoring every target; the features model gives the last position's, for serving.
     `head_options` go to `make_head`. Models built with the same seed and body sizes start
-    from the same body weights, whatever their head.
+    from the same body weights, whatever their head. `embedding`: "tfs" for
+    `tfs.layers.Embedding` (a sparse lookup that reads rows as `SparseAdam(catch_up=True)`
+    has them), "keras" for `keras.layers.Embedding` (the same weights and values).
     """
+    if embedding not in ("tfs", "keras"):
+        raise ValueError(f"`embedding` must be 'tfs' or 'keras', got {embedding!r}.")
     keras.utils.set_random_seed(seed)
-    embed = keras.layers.Embedding(data.vocab_size, emb, name="embedding")
+    layer = tfs.layers.Embedding if embedding == "tfs" else keras.layers.Embedding
+    embed = layer(data.vocab_size, emb, name="embedding")
     if arch == "nplm":
         ctx = keras.Input((context,), dtype="int32", name="context")
         label = keras.Input((), dtype="int32", name="label")
