@@ -118,6 +118,8 @@ def parse_args(argv=None):
                    help="experiment, sampled head: the output rows learn from this many "
                         "samples, the body from --num-sampled (examples/_heads.py "
                         "SplitSampledSoftmax)")
+    p.add_argument("--no-bias", action="store_true",
+                   help="sampled and nce heads without a bias (experiment)")
     p.add_argument("--embedding", choices=("tfs", "keras"), default="tfs",
                    help="input table: tfs.layers.Embedding (default) or keras' Embedding")
     p.add_argument("--cutoffs", default="2000,10000", help="adaptive head cutoffs")
@@ -184,6 +186,8 @@ def head_options(args, kind):
         hits = {"default": None, "yes": True, "no": False}[args.remove_accidental_hits]
         extra = ({"rows_sampled": args.rows_sampled}
                  if kind == "sampled" and args.rows_sampled is not None else {})
+        if args.no_bias:
+            extra["use_bias"] = False
         return {"num_sampled": args.num_sampled, "sampler": args.sampler,
                 "remove_accidental_hits": hits, **extra}
     if kind == "adaptive":
@@ -272,7 +276,8 @@ def head_note(args, kind, V):
             args.remove_accidental_hits]
         rows = (f", rows learn from {args.rows_sampled}"
                 if kind == "sampled" and args.rows_sampled is not None else "")
-        return f"{min(args.num_sampled, V - 1)} x {args.sampler}{hits}{rows}"
+        bias = ", no bias" if args.no_bias else ""
+        return f"{min(args.num_sampled, V - 1)} x {args.sampler}{hits}{rows}{bias}"
     if kind == "hierarchical":
         return "Huffman tree"
     return f"cutoffs {args.cutoffs}" + (f", div {args.div_value:g}" if args.div_value else "")
