@@ -171,13 +171,17 @@ def test_bench_scale_smoke():
     assert "Goals" in out and ("PASS" in out or "MISS" in out)
 
 
+EXPECTED_COUNTS = smoke("expected_count_weights", "expected_count_weights.py", "--vocab",
+                        "2000", "--num-sampled", "100,400", "--draws", "1000")
+
+
+@pytest.mark.background(EXPECTED_COUNTS)
 def test_expected_count_weights_prints_unbiased_band_means():
     # 1,000 draws of 100 and 400 distinct classes out of 2,000. Over seeds 1-4 the band
     # means were within 0.022 of 1 (32 bands); the bound is about three times that. Counts
     # taken as num_sampled * q (the formula for sampling with replacement) put the 0-10
     # band's mean at 0.11 at 400 samples.
-    out = run_script("expected_count_weights.py", "--vocab", "2000", "--num-sampled",
-                     "100,400", "--draws", "1000")
+    out, _ = _background.result(EXPECTED_COUNTS)
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 2 * 4, out
     for band, mean, *_ in rows:

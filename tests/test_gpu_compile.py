@@ -8,6 +8,8 @@ import subprocess
 
 import pytest
 
+import _background
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NVCC = shutil.which(os.environ.get("NVCC", "nvcc"))
 
@@ -32,16 +34,28 @@ def test_cuda_kernels_compile_with_nvcc(tmp_path):
             assert kernel in symbols, kernel
 
 
-@pytest.mark.skipif(NVCC is None, reason="nvcc not found")
-def test_gpu_harness_compiles_with_nvcc(tmp_path):
+def _build_harness():
+    """nvcc on custom_ops/gpu_harness/alias_harness.cu, as run.sh builds it, for one
+    architecture: `(returncode, stderr, size of the executable)`. A child process that takes
+    ~13 s, so it runs beside the other tests (tests/_background.py)."""
+    tmp = _background.temp_dir("gpu_harness")
+    cc = os.path.join(ROOT, "custom_ops", "cc")
+    exe = os.path.join(tmp, "alias_harness")
+    cmd = [NVCC, "-O3", "-std=c++17", "-fmad=false", "-I", cc,
+           "-gencode", "arch=compute_80,code=sm_80",
+           os.path.join(ROOT, "custom_ops", "gpu_harness", "alias_harness.cu"), "-o", exe]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return run.returncode, run.stderr, (os.path.getsize(exe) if os.path.exists(exe) else 0)
+
+
+HARNESS = _background.register("gpu_harness", _build_harness) if NVCC else None
+
+
+@(pytest.mark.background(HARNESS) if HARNESS else pytest.mark.skip(reason="nvcc not found"))
+def test_gpu_harness_compiles_with_nvcc():
     """custom_ops/gpu_harness/alias_harness.cu (the standalone GPU test and benchmark,
     which compares the kernels with the CPU code of the alias-table headers) builds as run.sh
     builds it, for one architecture."""
-    cc = os.path.join(ROOT, "custom_ops", "cc")
-    exe = tmp_path / "alias_harness"
-    cmd = [NVCC, "-O3", "-std=c++17", "-fmad=false", "-I", cc,
-           "-gencode", "arch=compute_80,code=sm_80",
-           os.path.join(ROOT, "custom_ops", "gpu_harness", "alias_harness.cu"), "-o", str(exe)]
-    run = subprocess.run(cmd, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    assert exe.stat().st_size > 100_000
+    returncode, stderr, size = _background.result(HARNESS)
+    assert returncode == 0, stderr
+    assert size > 100_000
