@@ -817,11 +817,14 @@ def test_dense_step_of_a_large_layer_adds_no_copy_of_it(path):
     runs = _background.result("optimizers_dense_steps")
     grad_only, sparse = runs[path, "none"], runs[path, "sparse_adam"]
     kernel = sparse["kernel"]
-    # The order in which ops run varies which temporaries coexist, which only adds (single
-    # measurements of SparseAdam's steps: 0 to +45 MB), so the least of three measurements
-    # is what the step itself needs. Measured that way: 0 to +4 MB over the gradient alone;
-    # keras Adam's step: +64 MB (Dense), +29 MB (FullSoftmax). The bound is 20 MiB.
-    assert min(sparse["extra"]) - min(grad_only["extra"]) < kernel * 5 / 16, runs
+    # The order in which ops run varies which temporaries coexist, in both processes
+    # (single measurements of SparseAdam's steps: 0 to +45 MB over the gradient alone; of
+    # the gradient alone for FullSoftmax: 67, 104 and 121 MB in one CI dry run, whose
+    # SparseAdam steps gave 104-108 MB), so the medians of three are compared. Measured
+    # with least-of-three: 0 to +4 MB over the gradient alone; keras Adam's step: +64 MB
+    # (Dense), +29 MB (FullSoftmax). The bound is 20 MiB.
+    assert (sorted(sparse["extra"])[1] - sorted(grad_only["extra"])[1]
+            < kernel * 5 / 16), runs
     # Measured: under 1 MB; +64 MB (a copy) when the layer stays in copy-on-read mode.
     assert sparse["read"] < kernel / 4, runs
 
