@@ -57,9 +57,7 @@ class Embedding(keras.layers.Embedding):
             inputs = tf.cast(inputs, tf.int32)
         table = self._embeddings
         table = table.value if isinstance(table, keras.Variable) else table
-        unique, (index,) = _unique_rows.unique_index(inputs)
-        rows = _variables.gather(table, unique)
-        outputs = tf.gather(rows, index)
+        outputs = _unique_rows.gather_unique(table, inputs, read=_variables.gather)
         if outputs.dtype != self.compute_dtype:
             outputs = tf.cast(outputs, self.compute_dtype)
         return outputs

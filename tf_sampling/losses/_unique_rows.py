@@ -45,7 +45,8 @@ def unique_index(*ids):
     return unique, [tf.reshape(p, tf.shape(t)) for p, t in zip(parts, ids)]
 
 
-def gather_unique(params, ids):
-    """`tf.gather(params, ids)` whose gradient with respect to `params` has unique rows."""
+def gather_unique(params, ids, read=tf.gather):
+    """`tf.gather(params, ids)` whose gradient with respect to `params` has unique rows;
+    the distinct rows are read with `read(params, unique_ids)`."""
     unique, (index,) = unique_index(ids)
-    return tf.gather(tf.gather(params, unique), index)
+    return tf.gather(read(params, unique), index)
