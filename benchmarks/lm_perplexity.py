@@ -69,6 +69,9 @@ OPTIMIZERS = {  # name -> (learning rate, epsilon) -> optimizer
     "sparse_adam_catch_up": lambda lr, eps: tfs.optimizers.SparseAdam(
         lr, epsilon=eps, catch_up=True),
     "rowwise_adagrad": lambda lr, eps: tfs.optimizers.RowwiseAdagrad(lr, epsilon=eps),
+    # Plain SGD (no per-coordinate scaling; epsilon unused), with Zaremba et al.'s (2014)
+    # global gradient-norm clip of 5 for the LSTM.
+    "sgd": lambda lr, eps: keras.optimizers.SGD(lr, global_clipnorm=5.0),
 }
 # Training-frequency bands of the target word for --by-frequency: ranks [0, 100), [100,
 # 1000), ... (rank 0 the most frequent word).
@@ -100,8 +103,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate, every head")
     p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam",
                    help="every head's optimizer: keras Adam, tfs.optimizers.SparseAdam "
-                        "(global or per-row bias correction, or catch_up) or "
-                        "RowwiseAdagrad")
+                        "(global or per-row bias correction, or catch_up), "
+                        "RowwiseAdagrad, or keras SGD (global_clipnorm 5)")
     p.add_argument("--epsilon", type=float, default=1e-7,
                    help="the optimizer's epsilon (Keras' default 1e-7)")
     p.add_argument("--by-frequency", action="store_true",
@@ -118,6 +121,10 @@ def parse_args(argv=None):
                    help="experiment, sampled head: the output rows learn from this many "
                         "samples, the body from --num-sampled (examples/_heads.py "
                         "SplitSampledSoftmax)")
+    p.add_argument("--row-step-from", type=int, default=None,
+                   help="experiment, sampled head with the log-uniform sampler: each output "
+                        "row takes the Adam step it would take with this many samples "
+                        "(examples/_heads.py RowStepSampledSoftmax)")
     p.add_argument("--no-bias", action="store_true",
                    help="sampled and nce heads without a bias (experiment)")
     p.add_argument("--embedding", choices=("tfs", "keras"), default="tfs",
@@ -186,6 +193,8 @@ def head_options(args, kind):
         hits = {"default": None, "yes": True, "no": False}[args.remove_accidental_hits]
         extra = ({"rows_sampled": args.rows_sampled}
                  if kind == "sampled" and args.rows_sampled is not None else {})
+        if kind == "sampled" and args.row_step_from is not None:
+            extra["row_step_from"] = args.row_step_from
         if args.no_bias:
             extra["use_bias"] = False
         return {"num_sampled": args.num_sampled, "sampler": args.sampler,
@@ -276,6 +285,8 @@ def head_note(args, kind, V):
             args.remove_accidental_hits]
         rows = (f", rows learn from {args.rows_sampled}"
                 if kind == "sampled" and args.rows_sampled is not None else "")
+        rows += (f", rows step as with {args.row_step_from}"
+                 if kind == "sampled" and args.row_step_from is not None else "")
         bias = ", no bias" if args.no_bias else ""
         return f"{min(args.num_sampled, V - 1)} x {args.sampler}{hits}{rows}{bias}"
     if kind == "hierarchical":

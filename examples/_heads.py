@@ -119,6 +119,69 @@ class SplitSampledSoftmax(tfs.layers.SampledSoftmax):
         return {**super().get_config(), "rows_sampled": self.rows_sampled}
 
 
+def log_uniform_inclusion(num_classes, num_sampled):
+    """Each class's probability of being in a unique log-uniform sample of `num_sampled`
+    classes, `1 - (1 - q_j)^T`, with T the number of draws whose expected number of
+    distinct classes is `num_sampled` (TF's expected count for `unique=True`)."""
+    import numpy as np
+
+    j = np.arange(num_classes, dtype=np.float64)
+    q = (np.log(j + 2) - np.log(j + 1)) / np.log(num_classes + 1)
+    lo, hi = float(num_sampled), float(num_sampled)
+    while np.sum(-np.expm1(hi * np.log1p(-q))) < num_sampled:
+        hi *= 2
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if np.sum(-np.expm1(mid * np.log1p(-q))) < num_sampled:
+            lo = mid
+        else:
+            hi = mid
+    return -np.expm1(hi * np.log1p(-q))
+
+
+class RowStepSampledSoftmax(tfs.layers.SampledSoftmax):
+    """An experiment on Adam's per-row step: a log-uniform `SampledSoftmax` whose output
+    row j is `s_j * w_j`, with `w_j` the trained variable, so that an optimizer that
+    normalises each coordinate's step (Adam) moves row j by `s_j` times its usual step.
+    `s_j = sqrt(E_j(row_step_from) / E_j(num_sampled))`, E_j the class's inclusion
+    probability: a row sampled on a fraction E of the steps has a second moment about
+    1/E times that of its mean gradient, so Adam moves it about `sqrt(E) * lr` per step,
+    and `s_j` gives each row the step it would have with `row_step_from` samples while
+    the gradients stay those of `num_sampled` samples. The scaled copy of the table is a
+    dense read: for vocabularies of the benchmark's size (33K rows), not for 10^7.
+    """
+
+    def __init__(self, *args, row_step_from, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.row_step_from = int(row_step_from)
+
+    def build(self, input_shape):
+        import numpy as np
+
+        super().build(input_shape)
+        if not isinstance(self.sampler, tfs.samplers.LogUniformSampler):
+            raise ValueError("RowStepSampledSoftmax needs the log-uniform sampler.")
+        own = log_uniform_inclusion(self.num_classes, self.num_sampled)
+        other = log_uniform_inclusion(self.num_classes, self.row_step_from)
+        scale = np.sqrt(other / own).astype("float32")
+        self._row_scale = tf.constant(scale)
+        # The trained variable starts at w / s, so the model starts where the plain head does.
+        for k in self.kernel_shards:
+            k.assign(k.value / scale[:, None])
+        for b in self.bias_shards or []:
+            b.assign(b.value / scale)
+
+    def _weights_tf(self):
+        weights, biases = super()._weights_tf()
+        s = self._row_scale
+        weights = [w * s[:, None] for w in weights]
+        biases = None if biases is None else [b * s for b in biases]
+        return weights, biases
+
+    def get_config(self):
+        return {**super().get_config(), "row_step_from": self.row_step_from}
+
+
 def unigram_sampler(counts, distortion, seed=None):
     """A fixed unigram sampler over word counts (word2vec's noise is distortion=0.75)."""
     counts = [max(int(c), 0) for c in counts]
@@ -129,7 +192,7 @@ def unigram_sampler(counts, distortion, seed=None):
 def make_head(kind, num_classes, counts=None, num_sampled=None, sampler=None,
               distortion=0.75, unique=True, use_bias=True, kernel_initializer="glorot_uniform",
               seed=None, samples_per=None, cutoffs=None, div_value=None,
-              remove_accidental_hits=None, rows_sampled=None):
+              remove_accidental_hits=None, rows_sampled=None, row_step_from=None):
     """Builds an output head by name: one of `HEADS`.
 
     `counts` (class frequencies) are needed for the Huffman tree of "hierarchical" and for
@@ -140,6 +203,8 @@ def make_head(kind, num_classes, counts=None, num_sampled=None, sampler=None,
     frequency); `div_value` is passed when given (the layer's default is 4).
     `rows_sampled` (an experiment, "sampled" only): `SplitSampledSoftmax`, whose output rows
     learn from `rows_sampled` samples and the body from `num_sampled`.
+    `row_step_from` (an experiment, "sampled" with the log-uniform sampler only):
+    `RowStepSampledSoftmax`, whose rows take the per-row Adam steps of that many samples.
     """
     if kind == "full":
         return FullSoftmax(num_classes, kernel_initializer=kernel_initializer, name="head")
@@ -172,6 +237,10 @@ def make_head(kind, num_classes, counts=None, num_sampled=None, sampler=None,
             if kind != "sampled":
                 raise ValueError("`rows_sampled` is for the sampled head only.")
             cls = functools.partial(SplitSampledSoftmax, rows_sampled=rows_sampled)
+        if row_step_from is not None:
+            if kind != "sampled" or rows_sampled is not None:
+                raise ValueError("`row_step_from` is for the plain sampled head only.")
+            cls = functools.partial(RowStepSampledSoftmax, row_step_from=row_step_from)
         # NCE learns self-normalised scores (log p, not log p + const): starting the biases
         # at log(1/V) starts it at the uniform distribution, not at a total mass of V
         # (Zoph et al. 2016, "Simple, fast noise-contrastive estimation").

@@ -18,9 +18,11 @@ thread) and give its child processes their own timeouts.
 import shutil
 import tempfile
 import threading
+import time
 
 _JOBS = {}
 _lock = threading.Lock()
+_QUEUE = {"done": None, "first_reader": None}
 
 
 class _Job:
@@ -31,6 +33,8 @@ class _Job:
         self.done = threading.Event()
         self.value = None
         self.error = None
+        self.started = self.finished = None
+        self.waited = 0.0
 
     def claim(self):
         with _lock:
@@ -40,11 +44,13 @@ class _Job:
             return True
 
     def run(self):
+        self.started = time.monotonic()
         try:
             self.value = self.fn()
         except BaseException as e:  # noqa: BLE001 (re-raised in every reader)
             self.error = e
         finally:
+            self.finished = time.monotonic()
             self.done.set()
 
 
@@ -56,12 +62,20 @@ def register(name, fn):
     return name
 
 
+def reader_starts():
+    """Called as the first test that reads a job starts."""
+    if _QUEUE["first_reader"] is None:
+        _QUEUE["first_reader"] = time.monotonic()
+
+
 def result(name):
     """The value `fn()` returned for job `name`, running it here if it has not started."""
     job = _JOBS[name]
     if job.claim():
         job.run()
+    start = time.monotonic()
     job.done.wait()
+    job.waited += time.monotonic() - start
     if job.error is not None:
         raise job.error
     return job.value
@@ -75,9 +89,24 @@ def start(names):
         for job in jobs:
             if job.claim():
                 job.run()
+        _QUEUE["done"] = time.monotonic()
 
     if jobs:
         threading.Thread(target=worker, name="background-tests", daemon=True).start()
+
+
+def report():
+    """One line per job that ran: its run time and how long its readers waited for it."""
+    lines = []
+    done, reader = _QUEUE["done"], _QUEUE["first_reader"]
+    if done is not None and reader is not None:
+        lines.append(f"the queue ended {reader - done:.1f} s before the first reader started "
+                     "(negative: after)")
+    for job in _JOBS.values():
+        if job.started is not None and job.finished is not None:
+            lines.append(f"{job.name}: ran {job.finished - job.started:.1f} s, readers "
+                         f"waited {job.waited:.1f} s")
+    return lines
 
 
 def temp_dir(prefix):

@@ -42,3 +42,22 @@ def pytest_collection_modifyitems(session, config, items):
     items[:] = early + late
     if not config.option.collectonly:
         _background.start(names)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("background") is not None:
+        import _background
+
+        _background.reader_starts()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The background jobs' run times, and the time tests spent waiting for them (the part
+    of the suite's wall time that the jobs did not hide)."""
+    import _background
+
+    lines = _background.report()
+    if lines:
+        terminalreporter.section("background jobs")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,15 +1,18 @@
 """The examples run end to end on tiny data, and their data and evaluation helpers are right.
 
 The helpers are checked against hand-computed values and brute force; the examples are
-run in-process through `main(argv)` on small synthetic corpora, and their `RESULT` line
-is parsed and checked for sane numbers (e.g. the language model beats the unigram
+run on small synthetic corpora, in-process through `main(argv)` or, for the longest runs,
+as child processes beside the other tests (tests/_background.py), and their `RESULT`
+line is parsed and checked for sane numbers (e.g. the language model beats the unigram
 baseline and does not beat the source's own conditionals).
 """
 
 import json
 import math
 import os
+import pathlib
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -26,12 +29,39 @@ import _zipf_source  # noqa: E402
 import language_model  # noqa: E402
 import word2vec  # noqa: E402
 
+import _background  # noqa: E402
+
 
 def _result(capsys):
-    out = capsys.readouterr().out
+    return _parse(capsys.readouterr().out)
+
+
+def _parse(out):
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     assert lines, out[-2000:]
     return json.loads(lines[-1][len("RESULT "):]), out
+
+
+def run_example(script, argv, cwd, timeout=300):
+    """Runs `examples/<script> argv` in a child process; returns (RESULT dict, stdout)."""
+    root = os.path.dirname(EXAMPLES)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *argv],
+                          capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=str(cwd))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return _parse(proc.stdout)
+
+
+def example_job(name, runs):
+    """Registers a background job that makes a temporary directory `tmp` and calls
+    `runs(tmp)`, which runs examples with `run_example`; the job returns `(runs(tmp),
+    tmp)`."""
+    def job():
+        tmp = pathlib.Path(_background.temp_dir(name))
+        return runs(tmp), tmp
+    return _background.register(name, job)
 
 
 # ------------------------------------------------------------------ evaluation helpers
@@ -264,12 +294,17 @@ def test_zipf_source_entropy_and_conditionals():
 
 
 # ------------------------------------------------------------------ examples end to end
-def test_language_model_quick_start_on_tiny_synthetic_corpus(tmp_path, capsys):
-    export = str(tmp_path / "lm")
-    res, out = _result_of(language_model.main, [
+LM_QUICK_START = example_job("lm_quick_start", lambda tmp: run_example(
+    "language_model.py", [
         "--synthetic-vocab", "300", "--synthetic-tokens", "40000", "--epochs", "2",
         "--batch-size", "256", "--hidden", "64", "--emb", "32", "--num-sampled", "64",
-        "--compare-steps", "16", "--export", export, "--verbose", "0"], capsys)
+        "--compare-steps", "16", "--export", str(tmp / "lm"), "--verbose", "0"], tmp))
+
+
+@pytest.mark.background(LM_QUICK_START)
+def test_language_model_quick_start_on_tiny_synthetic_corpus():
+    (res, out), tmp = _background.result(LM_QUICK_START)
+    export = str(tmp / "lm")
     assert res["true_perplexity_bound"] == pytest.approx(math.exp(res["entropy_rate_nats"]))
     # Learned more than word frequencies, and not "better" than the true source.
     assert res["test_ppl"] < 0.9 * res["unigram_ppl"], res
@@ -289,10 +324,8 @@ def _result_of(main, argv, capsys):
     return _result(capsys)
 
 
-@pytest.fixture(scope="module")
-def text_corpus(tmp_path_factory):
+def _write_text_corpus(root):
     """Train/valid/test text files from a small synthetic source, valid with an OOV word."""
-    root = tmp_path_factory.mktemp("corpus")
     src = _zipf_source.ZipfianBigramSource(vocab_size=200, exponent=1.1, coupling=6.0,
                                            seed=5)
     paths = {}
@@ -304,18 +337,35 @@ def text_corpus(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("arch,head,extra", [
+@pytest.fixture(scope="module")
+def text_corpus(tmp_path_factory):
+    return _write_text_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+LM_CASES = [
     ("nplm", "nce", ["--batch-size", "128"]),
     ("nplm", "hierarchical", ["--direct", "--batch-size", "128"]),
     ("lstm", "full", ["--seq-len", "20", "--batch-size", "8", "--lr", "0.005"]),
-])
-def test_language_model_heads_and_archs_on_text_files(text_corpus, arch, head, extra,
-                                                      capsys):
-    res, _ = _result_of(language_model.main, [
-        "--train", text_corpus["train"], "--valid", text_corpus["valid"],
-        "--test", text_corpus["test"], "--arch", arch, "--head", head, "--epochs", "2",
-        "--hidden", "32", "--emb", "16", "--num-sampled", "32", "--export", "",
-        "--verbose", "0"] + extra, capsys)
+]
+
+
+def _lm_on_text_files(tmp):
+    paths = _write_text_corpus(tmp)
+    return {f"{arch}-{head}": run_example("language_model.py", [
+        "--train", paths["train"], "--valid", paths["valid"], "--test", paths["test"],
+        "--arch", arch, "--head", head, "--epochs", "2", "--hidden", "32", "--emb", "16",
+        "--num-sampled", "32", "--export", "", "--verbose", "0"] + extra, tmp)[0]
+        for arch, head, extra in LM_CASES}
+
+
+LM_TEXT_FILES = example_job("lm_text_files", _lm_on_text_files)
+
+
+@pytest.mark.background(LM_TEXT_FILES)
+@pytest.mark.parametrize("arch,head", [case[:2] for case in LM_CASES])
+def test_language_model_heads_and_archs_on_text_files(arch, head):
+    results, _ = _background.result(LM_TEXT_FILES)
+    res = results[f"{arch}-{head}"]
     # Tokens plus one <eos> per line (30 and 31 lines), minus the first: all scored once.
     assert res["test_tokens"] == 3000 + 30 - 1
     assert res["valid_tokens"] == 3000 + 30 + 3 + 1 - 1
@@ -324,11 +374,15 @@ def test_language_model_heads_and_archs_on_text_files(text_corpus, arch, head, e
     assert "speedup_vs_full" not in res
 
 
-def test_word2vec_skipgram_negative_finds_the_planted_twins(tmp_path, capsys):
-    out_path = str(tmp_path / "vectors.txt")
-    res, out = _result_of(word2vec.main, [
-        "--synthetic-tokens", "100000", "--epochs", "2", "--dim", "32", "--batch-size", "512",
-        "--output", out_path, "--verbose", "0"], capsys)
+W2V_TWINS = example_job("word2vec_twins", lambda tmp: run_example("word2vec.py", [
+    "--synthetic-tokens", "100000", "--epochs", "2", "--dim", "32", "--batch-size", "512",
+    "--output", str(tmp / "vectors.txt"), "--verbose", "0"], tmp))
+
+
+@pytest.mark.background(W2V_TWINS)
+def test_word2vec_skipgram_negative_finds_the_planted_twins():
+    (res, out), tmp = _background.result(W2V_TWINS)
+    out_path = str(tmp / "vectors.txt")
     assert res["words_per_sec"] > 0 and res["raw_words_per_sec"] >= res["words_per_sec"]
     # 40 twin pairs (1) against 40 frequency-matched non-twin pairs (0): separating them
     # perfectly gives sqrt(3)/2 = 0.87, random vectors give 0 +- 0.11.
@@ -397,3 +451,47 @@ def test_word2vec_on_a_text_file_with_evaluation_files(text_corpus, tmp_path, mo
     assert res["analogy_coverage"] == pytest.approx(2 / 3)
     assert 0 <= res["analogy_accuracy"] <= 1
     assert res["words_per_sec"] > 0
+
+
+# ------------------------------------------------------- experiment heads of examples/_heads.py
+def test_log_uniform_inclusion_is_the_samplers_expected_count():
+    import tensorflow as tf
+
+    import _heads
+    import tf_sampling as tfs
+
+    V, k = 500, 64
+    ids = np.array([0, 3, 30, 200, 499])
+    sampler = tfs.samplers.LogUniformSampler(V, seed=0)
+    # The sampler's count uses the draw's own number of tries, which varies; its average
+    # over 200 draws is within 2% of the count at the typical number of tries.
+    got = np.mean([sampler.sample(tf.constant(ids[:, None]), k).true_expected_count
+                   .numpy()[:, 0] for _ in range(200)], axis=0)
+    want = _heads.log_uniform_inclusion(V, k)
+    np.testing.assert_allclose(want[ids], got, rtol=0.02)
+    assert want.sum() == pytest.approx(k)
+
+
+def test_row_step_head_starts_as_the_plain_head_and_scales_its_rows():
+    import keras
+    import tensorflow as tf
+
+    import _heads
+
+    V, D = 300, 8
+    kw = dict(num_classes=V, num_sampled=32, sampler="log_uniform", seed=1)
+    plain = _heads.make_head("sampled", **kw)
+    scaled = _heads.make_head("sampled", row_step_from=128, **kw)
+    x = tf.random.stateless_normal([5, D], [1, 2])
+    plain.build(x.shape)
+    keras.utils.set_random_seed(0)
+    scaled.build(x.shape)
+    scaled.kernel.assign(plain.kernel.numpy() / scaled._row_scale.numpy()[:, None])
+    np.testing.assert_allclose(scaled.log_prob(x), plain.log_prob(x), rtol=1e-5, atol=1e-6)
+    s = scaled._row_scale.numpy()
+    # The most frequent row is in (nearly) every sample of both sizes and keeps its step;
+    # the rarer a row, the larger its share of extra draws with 128 samples.
+    assert s[0] == pytest.approx(1.0, rel=0.01) and s[-1] > 2.0
+    assert np.all(np.diff(s) >= -1e-6)
+    with pytest.raises(ValueError, match="plain sampled head"):
+        _heads.make_head("nce", row_step_from=128, **kw)
