@@ -14,6 +14,10 @@ with `model.fit` (`steps_per_execution`, d=64, batch 512) and reports the median
   the table densely (`ops.take` converts it to a tensor), so each of its steps copies
   V x 64 floats, whatever the optimizer. `tf.gather` on the `tf.Variable` is a sparse read
   (`ResourceGather`) and copies nothing. The heads of this library read that way.
+* `embedding (tfs)`: the same with `tfs.layers.Embedding`, the library's drop-in for
+  Keras' `Embedding`: one `ResourceGather` of the distinct ids, a gradient of one summed
+  slice per distinct row, and, under `SparseAdam(catch_up=True)`, rows read through the
+  optimizer's catch-up.
 
 Optimizers: keras SGD (the sparse reference: its step over an IndexedSlices scatters the
 touched rows), keras Adam and Adagrad (dense: every row of the table and its slots each
@@ -70,7 +74,7 @@ import numpy as np  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
 
-HEADS = ["sampled", "hierarchical", "embedding", "embedding (tf.gather)"]
+HEADS = ["sampled", "hierarchical", "embedding", "embedding (tf.gather)", "embedding (tfs)"]
 OPTIMIZERS = ["keras SGD", "keras Adam", "keras Adagrad", "SparseAdam", "SparseAdam catch_up",
               "RowwiseAdagrad"]
 DENSE = {"keras Adam", "keras Adagrad"}
@@ -110,7 +114,8 @@ def _model_and_data(head, vocab, seed):
     labels = _log_uniform(rng, vocab, (batches * BATCH,))
     if head.startswith("embedding"):
         tokens = keras.Input((TOKENS,), dtype="int64")
-        table = (keras.layers.Embedding if head == "embedding" else _GatherEmbedding)(vocab, DIM)
+        table = {"embedding": keras.layers.Embedding, "embedding (tf.gather)": _GatherEmbedding,
+                 "embedding (tfs)": tfs.layers.Embedding}[head](vocab, DIM)
         x = keras.layers.Flatten()(table(tokens))
         out = keras.layers.Dense(EMB_CLASSES)(keras.layers.Dense(DIM, activation="tanh")(x))
         model = keras.Model(tokens, out)
