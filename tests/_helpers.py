@@ -85,3 +85,93 @@ def without_package(script):
     """`script`, the source of a child process, run after a hook that makes every import
     of tf_sampling fail."""
     return _BLOCK_PACKAGE + textwrap.dedent(script)
+
+
+# One long-lived child process, started when this module is first imported, serves the
+# tests' clean-process scripts: it has TensorFlow imported (in parallel with the rest of the
+# suite) and tf_sampling blocked, and runs each script sent to it in a fresh namespace, so
+# each such test no longer pays a Python and TensorFlow start of its own.
+_SERVER = _BLOCK_PACKAGE + textwrap.dedent(r"""
+    import contextlib, io, json, os, sys, traceback
+    import tensorflow as tf  # noqa: F401 (the start every script would pay)
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        out, err, code = io.StringIO(), io.StringIO(), 0
+        os.chdir(request["cwd"])
+        sys.argv = ["-c"] + request["argv"]
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                exec(compile(request["script"], "<clean script>", "exec"),
+                     {"__name__": "__main__"})
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            code = 1
+            err.write(traceback.format_exc())
+        sys.__stdout__.write(json.dumps({"returncode": code, "stdout": out.getvalue(),
+                                         "stderr": err.getvalue()}) + "\n")
+        sys.__stdout__.flush()
+""")
+
+
+class _CleanServer:
+    def __init__(self):
+        import atexit
+        import os
+        import subprocess
+        import sys
+        import tempfile
+        import threading
+
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        self._lock = threading.Lock()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True, env=env, cwd=tempfile.gettempdir())
+        atexit.register(self.close)
+
+    def run(self, script, argv=(), cwd=None, timeout=300):
+        import json
+        import os
+        import subprocess
+        import threading
+
+        request = {"script": script, "argv": [str(a) for a in argv],
+                   "cwd": str(cwd or os.getcwd())}
+        with self._lock:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"the clean server exited with {self._proc.returncode}")
+            timer = threading.Timer(timeout, self._proc.kill)
+            timer.start()
+            try:
+                self._proc.stdin.write(json.dumps(request) + "\n")
+                self._proc.stdin.flush()
+                line = self._proc.stdout.readline()
+            finally:
+                timer.cancel()
+        if not line:
+            raise RuntimeError(f"the clean server died (timeout {timeout} s?)")
+        reply = json.loads(line)
+        return subprocess.CompletedProcess(["<clean server>"], reply["returncode"],
+                                           reply["stdout"], reply["stderr"])
+
+    def close(self):
+        if self._proc.poll() is None:
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001
+                self._proc.kill()
+
+
+_CLEAN = _CleanServer()
+
+
+def run_clean(script, argv=(), cwd=None, timeout=300):
+    """Runs `script` (Python source) with `argv` in the suite's clean process: plain
+    TensorFlow with tf_sampling blocked and not importable, as a fresh `python -c` would,
+    but without its start. Returns a `subprocess.CompletedProcess` (stdout: what the
+    script printed)."""
+    return _CLEAN.run(script, argv, cwd, timeout)

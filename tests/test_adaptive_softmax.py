@@ -1,8 +1,6 @@
 """AdaptiveSoftmax against a NumPy transcription of PyTorch's AdaptiveLogSoftmaxWithLoss."""
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 import warnings
@@ -13,6 +11,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+
+import _helpers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,10 +322,7 @@ def test_saved_model_serves_without_tf_sampling(tmp_path):
         assert not any(name.startswith("tf_sampling") for name in sys.modules)
         print(json.dumps({{"lp": lp.tolist(), "idx": top["indices"].numpy().tolist()}}))
     """)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = _helpers.run_clean(script, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     served = json.loads(proc.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(np.array(served["lp"]), layer.log_prob(x).numpy(), atol=1e-6)

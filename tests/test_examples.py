@@ -42,26 +42,34 @@ def _parse(out):
     return json.loads(lines[-1][len("RESULT "):]), out
 
 
-def run_example(script, argv, cwd, timeout=300):
-    """Runs `examples/<script> argv` in a child process; returns (RESULT dict, stdout)."""
+# The longest example runs share one child process (one TensorFlow start instead of one
+# per run), which runs them one after another through `main(argv)` and returns each run's
+# stdout.
+_RUNNER = r"""
+import contextlib, io, json, os, sys
+sys.path.insert(0, sys.argv[1])
+out = {}
+for key, module, argv in json.loads(sys.argv[2]):
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        __import__(module).main(argv)
+    out[key] = buf.getvalue()
+print("RUNS " + json.dumps(out))
+"""
+
+
+def run_examples(runs, cwd, timeout=600):
+    """Runs `[(key, module, argv)]` of examples/ in one child process; returns
+    {key: (RESULT dict, stdout)}."""
     root = os.path.dirname(EXAMPLES)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
                PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), *argv],
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, EXAMPLES, json.dumps(runs)],
                           capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=str(cwd))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return _parse(proc.stdout)
-
-
-def example_job(name, runs):
-    """Registers a background job that makes a temporary directory `tmp` and calls
-    `runs(tmp)`, which runs examples with `run_example`; the job returns `(runs(tmp),
-    tmp)`."""
-    def job():
-        tmp = pathlib.Path(_background.temp_dir(name))
-        return runs(tmp), tmp
-    return _background.register(name, job)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RUNS ")][-1]
+    return {key: _parse(out) for key, out in json.loads(line[len("RUNS "):]).items()}
 
 
 # ------------------------------------------------------------------ evaluation helpers
@@ -294,16 +302,10 @@ def test_zipf_source_entropy_and_conditionals():
 
 
 # ------------------------------------------------------------------ examples end to end
-LM_QUICK_START = example_job("lm_quick_start", lambda tmp: run_example(
-    "language_model.py", [
-        "--synthetic-vocab", "300", "--synthetic-tokens", "40000", "--epochs", "2",
-        "--batch-size", "256", "--hidden", "64", "--emb", "32", "--num-sampled", "64",
-        "--compare-steps", "16", "--export", str(tmp / "lm"), "--verbose", "0"], tmp))
-
-
-@pytest.mark.background(LM_QUICK_START)
+@pytest.mark.background("examples")
 def test_language_model_quick_start_on_tiny_synthetic_corpus():
-    (res, out), tmp = _background.result(LM_QUICK_START)
+    runs, tmp = _background.result("examples")
+    res, out = runs["lm_quick_start"]
     export = str(tmp / "lm")
     assert res["true_perplexity_bound"] == pytest.approx(math.exp(res["entropy_rate_nats"]))
     # Learned more than word frequencies, and not "better" than the true source.
@@ -349,23 +351,11 @@ LM_CASES = [
 ]
 
 
-def _lm_on_text_files(tmp):
-    paths = _write_text_corpus(tmp)
-    return {f"{arch}-{head}": run_example("language_model.py", [
-        "--train", paths["train"], "--valid", paths["valid"], "--test", paths["test"],
-        "--arch", arch, "--head", head, "--epochs", "2", "--hidden", "32", "--emb", "16",
-        "--num-sampled", "32", "--export", "", "--verbose", "0"] + extra, tmp)[0]
-        for arch, head, extra in LM_CASES}
-
-
-LM_TEXT_FILES = example_job("lm_text_files", _lm_on_text_files)
-
-
-@pytest.mark.background(LM_TEXT_FILES)
+@pytest.mark.background("examples")
 @pytest.mark.parametrize("arch,head", [case[:2] for case in LM_CASES])
 def test_language_model_heads_and_archs_on_text_files(arch, head):
-    results, _ = _background.result(LM_TEXT_FILES)
-    res = results[f"{arch}-{head}"]
+    runs, _ = _background.result("examples")
+    res, _ = runs[f"{arch}-{head}"]
     # Tokens plus one <eos> per line (30 and 31 lines), minus the first: all scored once.
     assert res["test_tokens"] == 3000 + 30 - 1
     assert res["valid_tokens"] == 3000 + 30 + 3 + 1 - 1
@@ -374,14 +364,33 @@ def test_language_model_heads_and_archs_on_text_files(arch, head):
     assert "speedup_vs_full" not in res
 
 
-W2V_TWINS = example_job("word2vec_twins", lambda tmp: run_example("word2vec.py", [
-    "--synthetic-tokens", "100000", "--epochs", "2", "--dim", "32", "--batch-size", "512",
-    "--output", str(tmp / "vectors.txt"), "--verbose", "0"], tmp))
+def _example_runs():
+    """The background job "examples": the quick start, the language model on text files
+    with each architecture and a head, and word2vec on its planted twins."""
+    tmp = pathlib.Path(_background.temp_dir("examples"))
+    paths = _write_text_corpus(tmp)
+    runs = [("lm_quick_start", "language_model", [
+        "--synthetic-vocab", "300", "--synthetic-tokens", "40000", "--epochs", "2",
+        "--batch-size", "256", "--hidden", "64", "--emb", "32", "--num-sampled", "64",
+        "--compare-steps", "16", "--export", str(tmp / "lm"), "--verbose", "0"])]
+    runs += [(f"{arch}-{head}", "language_model", [
+        "--train", paths["train"], "--valid", paths["valid"], "--test", paths["test"],
+        "--arch", arch, "--head", head, "--epochs", "2", "--hidden", "32", "--emb", "16",
+        "--num-sampled", "32", "--export", "", "--verbose", "0"] + extra)
+        for arch, head, extra in LM_CASES]
+    runs.append(("word2vec_twins", "word2vec", [
+        "--synthetic-tokens", "100000", "--epochs", "2", "--dim", "32", "--batch-size",
+        "512", "--output", str(tmp / "vectors.txt"), "--verbose", "0"]))
+    return run_examples(runs, tmp), tmp
 
 
-@pytest.mark.background(W2V_TWINS)
+_background.register("examples", _example_runs)
+
+
+@pytest.mark.background("examples")
 def test_word2vec_skipgram_negative_finds_the_planted_twins():
-    (res, out), tmp = _background.result(W2V_TWINS)
+    runs, tmp = _background.result("examples")
+    res, out = runs["word2vec_twins"]
     out_path = str(tmp / "vectors.txt")
     assert res["words_per_sec"] > 0 and res["raw_words_per_sec"] >= res["words_per_sec"]
     # 40 twin pairs (1) against 40 frequency-matched non-twin pairs (0): separating them

@@ -13,7 +13,6 @@ tests/test_layers.py, test_chunked.py and the head-specific files check against 
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -23,6 +22,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+
+import _helpers
 
 # Tiny sizes: the contract does not depend on them, and the file must stay fast.
 V, D, B, K, N_CAND = 12, 8, 5, 3, 4
@@ -298,10 +299,7 @@ def test_export_and_serve_in_a_clean_process(tmp_path):
         tfs.serving.export(paths[case.name], model, top_k=K)
         values, ids = model.predict(x, verbose=0)
         want[case.name] = (ids, values)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run(
-        [sys.executable, "-c", _SERVE, json.dumps(paths), json.dumps(x.tolist())],
-        capture_output=True, text=True, env=env, timeout=300)
+    proc = _helpers.run_clean(_SERVE, [json.dumps(paths), json.dumps(x.tolist())])
     assert proc.returncode == 0, proc.stderr[-3000:]
     served = json.loads(proc.stdout.strip().splitlines()[-1])
     for name, (ids, values) in want.items():

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -12,6 +11,8 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
+
+import _helpers
 from tf_sampling import trees
 from tf_sampling.layers import hierarchical_softmax as hs_module
 
@@ -314,9 +315,7 @@ def test_saved_model_served_without_tf_sampling(tmp_path):
                  i=i.numpy())
         assert "tf_sampling" not in sys.modules, "tf_sampling was imported"
     """)
-    env = dict(os.environ, PYTHONPATH="")
-    proc = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=240)
+    proc = _helpers.run_clean(script, cwd=tmp_path, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = np.load(tmp_path / "out.npz")
     np.testing.assert_allclose(out["lp"], layer.log_prob(x).numpy(), atol=1e-6)

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import tf_sampling as tfs
-from _helpers import without_package
+from _helpers import run_clean, without_package
 from tf_sampling import serving
 
 V, CONTEXT, DIM = 60, 3, 16
@@ -101,10 +101,7 @@ def exports(tmp_path_factory):
         local = {k: v.numpy() for k, v in fn(tf.constant(ctx)).items()}
         np.savez(path + ".npz", context=ctx, **local)
         made[kind] = (path, model, head, local)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _LOADER, json.dumps({k: v[0] for k, v in made.items()})],
-        capture_output=True, text=True, cwd=str(root), env=env, timeout=300)
+    proc = run_clean(_LOADER, [json.dumps({k: v[0] for k, v in made.items()})], cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("LOADED ")][-1]
     return made, json.loads(line[len("LOADED "):]), ctx
