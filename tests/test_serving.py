@@ -201,3 +201,13 @@ def test_bad_arguments_name_the_problem(exports, tmp_path):
     features, _ = serving.inference_parts(model)
     with pytest.raises(ValueError, match="pass the `head` layer"):
         serving.export(str(tmp_path / "e"), features=features)
+
+
+def test_the_clean_process_cannot_import_the_package():
+    # What the checks above serve there is served by plain TensorFlow alone.
+    proc = run_clean("import tf_sampling")
+    assert proc.returncode == 1
+    assert "tf_sampling must not be needed to serve" in proc.stderr
+    proc = run_clean("import sys; print(sorted(m for m in sys.modules "
+                     "if m.split('.')[0] == 'tf_sampling'))")
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]"
