@@ -14,6 +14,7 @@ import functools
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import tf_sampling as tfs
@@ -121,22 +122,21 @@ class SplitSampledSoftmax(tfs.layers.SampledSoftmax):
 
 def log_uniform_inclusion(num_classes, num_sampled):
     """Each class's probability of being in a unique log-uniform sample of `num_sampled`
-    classes, `1 - (1 - q_j)^T`, with T the number of draws whose expected number of
-    distinct classes is `num_sampled` (TF's expected count for `unique=True`)."""
-    import numpy as np
+    classes: the sampler's expected count `1 - (1 - q_j)^T`, with T the number of draws
+    whose expected number of distinct classes is `num_sampled` (found by bisection)."""
+    q = tf.cast(tfs.samplers.LogUniformSampler(num_classes).probability(
+        np.arange(num_classes)), tf.float64)
 
-    j = np.arange(num_classes, dtype=np.float64)
-    q = (np.log(j + 2) - np.log(j + 1)) / np.log(num_classes + 1)
-    lo, hi = float(num_sampled), float(num_sampled)
-    while np.sum(-np.expm1(hi * np.log1p(-q))) < num_sampled:
+    def counts(tries):
+        return tfs.samplers.expected_counts(q, tries, num_sampled, unique=True).numpy()
+
+    lo = hi = float(num_sampled)
+    while counts(hi).sum() < num_sampled:
         hi *= 2
-    for _ in range(100):
+    for _ in range(60):
         mid = 0.5 * (lo + hi)
-        if np.sum(-np.expm1(mid * np.log1p(-q))) < num_sampled:
-            lo = mid
-        else:
-            hi = mid
-    return -np.expm1(hi * np.log1p(-q))
+        lo, hi = (mid, hi) if counts(mid).sum() < num_sampled else (lo, mid)
+    return counts(hi).astype(np.float64)
 
 
 class RowStepSampledSoftmax(tfs.layers.SampledSoftmax):
@@ -156,8 +156,6 @@ class RowStepSampledSoftmax(tfs.layers.SampledSoftmax):
         self.row_step_from = int(row_step_from)
 
     def build(self, input_shape):
-        import numpy as np
-
         super().build(input_shape)
         if not isinstance(self.sampler, tfs.samplers.LogUniformSampler):
             raise ValueError("RowStepSampledSoftmax needs the log-uniform sampler.")

@@ -87,10 +87,10 @@ def without_package(script):
     return _BLOCK_PACKAGE + textwrap.dedent(script)
 
 
-# One long-lived child process, started when this module is first imported, serves the
-# tests' clean-process scripts: it has TensorFlow imported (in parallel with the rest of the
-# suite) and tf_sampling blocked, and runs each script sent to it in a fresh namespace, so
-# each such test no longer pays a Python and TensorFlow start of its own.
+# One long-lived child process, started by the first clean-process script of the run,
+# serves them all: it has TensorFlow imported and tf_sampling blocked, and runs each script
+# sent to it in a fresh namespace, so only the first such test pays a Python and
+# TensorFlow start.
 _SERVER = _BLOCK_PACKAGE + textwrap.dedent(r"""
     import contextlib, io, json, os, sys, traceback
     import tensorflow as tf  # noqa: F401 (the start every script would pay)
@@ -166,7 +166,7 @@ class _CleanServer:
                 self._proc.kill()
 
 
-_CLEAN = _CleanServer()
+_CLEAN = None
 
 
 def run_clean(script, argv=(), cwd=None, timeout=300):
@@ -174,4 +174,7 @@ def run_clean(script, argv=(), cwd=None, timeout=300):
     TensorFlow with tf_sampling blocked and not importable, as a fresh `python -c` would,
     but without its start. Returns a `subprocess.CompletedProcess` (stdout: what the
     script printed)."""
+    global _CLEAN
+    if _CLEAN is None:
+        _CLEAN = _CleanServer()
     return _CLEAN.run(script, argv, cwd, timeout)
