@@ -63,12 +63,13 @@ from _machine import machine  # noqa: E402
 HEADS = ("full", "sampled", "nce", "hierarchical", "adaptive")
 OPTIMIZERS = {  # name -> (learning rate, epsilon) -> optimizer
     "adam": lambda lr, eps: keras.optimizers.Adam(lr, epsilon=eps),
-    "sparse_adam": lambda lr, eps: tfs.optimizers.SparseAdam(lr, epsilon=eps),
-    "sparse_adam_per_row": lambda lr, eps: tfs.optimizers.SparseAdam(
-        lr, epsilon=eps, bias_correction="per_row"),
-    "sparse_adam_catch_up": lambda lr, eps: tfs.optimizers.SparseAdam(
-        lr, epsilon=eps, catch_up=True),
-    "rowwise_adagrad": lambda lr, eps: tfs.optimizers.RowwiseAdagrad(lr, epsilon=eps),
+    "sparse_adam": lambda lr, eps, **kw: tfs.optimizers.SparseAdam(lr, epsilon=eps, **kw),
+    "sparse_adam_per_row": lambda lr, eps, **kw: tfs.optimizers.SparseAdam(
+        lr, epsilon=eps, bias_correction="per_row", **kw),
+    "sparse_adam_catch_up": lambda lr, eps, **kw: tfs.optimizers.SparseAdam(
+        lr, epsilon=eps, catch_up=True, **kw),
+    "rowwise_adagrad": lambda lr, eps, **kw: tfs.optimizers.RowwiseAdagrad(
+        lr, epsilon=eps, **kw),
     # Plain SGD (no per-coordinate scaling; epsilon unused), with Zaremba et al.'s (2014)
     # global gradient-norm clip of 5 for the LSTM.
     "sgd": lambda lr, eps: keras.optimizers.SGD(lr, global_clipnorm=5.0),
@@ -125,6 +126,10 @@ def parse_args(argv=None):
                    help="experiment, sampled head with the log-uniform sampler: each output "
                         "row takes the Adam step it would take with this many samples "
                         "(examples/_heads.py RowStepSampledSoftmax)")
+    p.add_argument("--row-step-samples", type=int, default=None,
+                   help="tfs optimizers: the sampled and nce heads' output rows take the "
+                        "step they would take with this many samples "
+                        "(SparseAdam(row_step_samples=...))")
     p.add_argument("--no-bias", action="store_true",
                    help="sampled and nce heads without a bias (experiment)")
     p.add_argument("--embedding", choices=("tfs", "keras"), default="tfs",
@@ -214,6 +219,16 @@ def log_epoch(sampled):
     return log
 
 
+def make_optimizer(args, kind):
+    extra = {}
+    if args.row_step_samples is not None and kind in ("sampled", "nce"):
+        if args.optimizer in ("adam", "sgd"):
+            raise SystemExit("--row-step-samples needs a tfs optimizer (sparse_adam*, "
+                             "rowwise_adagrad).")
+        extra["row_step_samples"] = args.row_step_samples
+    return OPTIMIZERS[args.optimizer](args.lr, args.epsilon, **extra)
+
+
 def run_head(args, arch, kind, data, batch_size):
     """Trains and scores one head with the language-model example's own code; the seed,
     body, optimizer settings and data order are the same for every head."""
@@ -222,7 +237,7 @@ def run_head(args, arch, kind, data, batch_size):
     stats, parts, evaluate = language_model.train(
         data, kind, arch=arch, epochs=args.epochs, batch_size=batch_size,
         context=args.context, seq_len=args.seq_len, emb=args.emb, hidden=args.hidden,
-        optimizer=OPTIMIZERS[args.optimizer](args.lr, args.epsilon),
+        optimizer=make_optimizer(args, kind),
         steps_per_execution=args.steps_per_execution, jit_compile=args.jit == "on",
         eval_batch_size=eval_batch, validate=args.eval_each_epoch,
         log=log_epoch(sampled=kind in ("sampled", "nce")), verbose=args.verbose,
@@ -443,6 +458,8 @@ def main(argv=None):
     title = (f"WikiText-2 (V = {V:,}), {scope}, {args.epochs} epoch(s); "
              + "; ".join(bodies) + f"; {args.optimizer} lr {args.lr:g}"
              + (f" epsilon {args.epsilon:g}" if args.epsilon != 1e-7 else "")
+             + (f" row_step_samples {args.row_step_samples}"
+                if args.row_step_samples is not None else "")
              + " for every head")
     print()
     print(f"## {title}")

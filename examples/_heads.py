@@ -122,21 +122,10 @@ class SplitSampledSoftmax(tfs.layers.SampledSoftmax):
 
 def log_uniform_inclusion(num_classes, num_sampled):
     """Each class's probability of being in a unique log-uniform sample of `num_sampled`
-    classes: the sampler's expected count `1 - (1 - q_j)^T`, with T the number of draws
-    whose expected number of distinct classes is `num_sampled` (found by bisection)."""
-    q = tf.cast(tfs.samplers.LogUniformSampler(num_classes).probability(
-        np.arange(num_classes)), tf.float64)
-
-    def counts(tries):
-        return tfs.samplers.expected_counts(q, tries, num_sampled, unique=True).numpy()
-
-    lo = hi = float(num_sampled)
-    while counts(hi).sum() < num_sampled:
-        hi *= 2
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if counts(mid).sum() < num_sampled else (lo, mid)
-    return counts(hi).astype(np.float64)
+    classes (float64 `[num_classes]`)."""
+    return tfs.samplers.inclusion_probability(
+        tfs.samplers.LogUniformSampler(num_classes), np.arange(num_classes),
+        num_sampled).numpy()
 
 
 class RowStepSampledSoftmax(tfs.layers.SampledSoftmax):
@@ -148,7 +137,9 @@ class RowStepSampledSoftmax(tfs.layers.SampledSoftmax):
     1/E times that of its mean gradient, so Adam moves it about `sqrt(E) * lr` per step,
     and `s_j` gives each row the step it would have with `row_step_from` samples while
     the gradients stay those of `num_sampled` samples. The scaled copy of the table is a
-    dense read: for vocabularies of the benchmark's size (33K rows), not for 10^7.
+    dense read: for vocabularies of the benchmark's size (33K rows), not for 10^7. The
+    library's form of it is `tfs.optimizers.SparseAdam(row_step_samples=...)`, the same
+    update applied in the optimizer step; this head gives it to keras Adam.
     """
 
     def __init__(self, *args, row_step_from, **kwargs):

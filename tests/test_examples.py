@@ -463,24 +463,6 @@ def test_word2vec_on_a_text_file_with_evaluation_files(text_corpus, tmp_path, mo
 
 
 # ------------------------------------------------------- experiment heads of examples/_heads.py
-def test_log_uniform_inclusion_is_the_samplers_expected_count():
-    import tensorflow as tf
-
-    import _heads
-    import tf_sampling as tfs
-
-    V, k = 500, 64
-    ids = np.array([0, 3, 30, 200, 499])
-    sampler = tfs.samplers.LogUniformSampler(V, seed=0)
-    # The sampler's count uses the draw's own number of tries, which varies; its average
-    # over 200 draws is within 2% of the count at the typical number of tries.
-    got = np.mean([sampler.sample(tf.constant(ids[:, None]), k).true_expected_count
-                   .numpy()[:, 0] for _ in range(200)], axis=0)
-    want = _heads.log_uniform_inclusion(V, k)
-    np.testing.assert_allclose(want[ids], got, rtol=0.02)
-    assert want.sum() == pytest.approx(k)
-
-
 def test_row_step_head_starts_as_the_plain_head_and_scales_its_rows():
     import keras
     import tensorflow as tf

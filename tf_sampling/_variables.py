@@ -63,3 +63,26 @@ def gather(variable, ids):
     if reader is not None:
         return reader(ids)
     return tf.gather(variable, ids)
+
+
+# The attribute under which a head leaves, on an output variable, a function that gives
+# the per-row step multipliers of `row_step_samples` (see `set_row_step_scale`).
+_ROW_STEP_SCALE = "_tf_sampling_row_step_scale"
+
+
+def set_row_step_scale(variable, scale):
+    """Declares `scale(ids, row_step_samples)`: float32 `[n]` multipliers of the optimizer
+    step of rows `ids` of `variable` (see `SparseAdam(row_step_samples=...)`).
+
+    Set by the sampled heads on their kernel and bias: a row's step multiplier is
+    `sqrt(E(row_step_samples) / E(num_sampled))`, E its inclusion probability.
+    """
+    try:
+        setattr(variable, _ROW_STEP_SCALE, scale)
+    except AttributeError:
+        pass
+
+
+def row_step_scale(variable):
+    """The function declared by `set_row_step_scale` on `variable`, or None."""
+    return getattr(variable, _ROW_STEP_SCALE, None)

@@ -8,11 +8,14 @@ loss and the top k never build the `[batch, num_classes]` logits, only `log_prob
 """
 
 import contextlib
+import functools
+import math
 
 import keras
 import tensorflow as tf
 
 from tf_sampling import _chunked
+from tf_sampling import _variables
 from tf_sampling import samplers as samplers_lib
 from tf_sampling.layers import base
 from tf_sampling.losses import _sampled_logits as _sl
@@ -160,7 +163,46 @@ class SampledHead(base.OutputWeights, base.OutputHead):
                 "bias", (), self.bias_initializer, self.bias_regularizer,
                 self.bias_constraint)
         self.dim = dim
+        self._declare_row_step_scales()
         self.built = True
+
+    def _declare_row_step_scales(self):
+        """Declares on each kernel and bias shard the step multipliers that
+        `tfs.optimizers.SparseAdam(row_step_samples=R)` (and `RowwiseAdagrad`) give its rows.
+
+        Why: Adam moves a coordinate about `lr * mean(g) / sqrt(mean(g^2))` per step, and a
+        row in a fraction E of the samples has a second moment about 1/E times its squared
+        mean gradient, so it moves about `sqrt(E) * lr`: the number of samples sets the
+        output rows' step sizes as well as their gradients. Multiplying row j's step by
+        `sqrt(E_j(R) / E_j(num_sampled))` gives it the step it would have with R samples
+        while its gradients stay those of `num_sampled` (the same update, epsilon aside, as
+        training `s_j * w_j` under plain Adam). Declared only where E is fixed: an untied
+        kernel, one sample per batch, and a sampler that does not learn (or `unique=False`).
+        """
+        if self.tied_embedding is not None or self.samples_per != "batch":
+            return
+        if self.unique and self.sampler.learns:
+            return
+        for shards in (self._kernel_shards, self._bias_shards or []):
+            start = 0
+            for shard in shards:
+                _variables.set_row_step_scale(
+                    shard.value, functools.partial(self._row_step_scale, start))
+                start += int(shard.shape[0])
+
+    def _row_step_scale(self, offset, ids, row_step_samples):
+        """float32 `sqrt(E(row_step_samples) / E(num_sampled))` of rows `ids` of the shard
+        that starts at class `offset`; 1 for classes the sampler never draws."""
+        if not self.unique:
+            return tf.fill(tf.shape(ids), math.sqrt(row_step_samples / self.num_sampled))
+        # (The optimizer's row ids are valid: no range checks.)
+        q = self.sampler._probability(tf.cast(ids, tf.int64) + offset)
+        own, other = (samplers_lib.base.inclusion_from_probability(
+            self.sampler, q, min(int(k), self.num_classes))
+            for k in (self.num_sampled, row_step_samples))
+        drawn = own > 0
+        scale = tf.where(drawn, tf.sqrt(other / tf.where(drawn, own, 1.0)), 1.0)
+        return tf.cast(scale, tf.float32)
 
     def _add_sharded_weight(self, name, inner_shape, initializer, regularizer, constraint):
         """One `[num_classes, *inner_shape]` weight, as `num_shards` row-shard variables."""

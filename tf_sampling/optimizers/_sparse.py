@@ -35,13 +35,14 @@ gather and one scatter per block and slot. The update is element-wise, so the bl
 equals the whole-tensor one bit for bit.
 """
 
+import functools
 import math
 
 import keras
 import tensorflow as tf
 from keras import ops
 
-from tf_sampling._variables import share_dense_reads
+from tf_sampling._variables import row_step_scale, share_dense_reads
 
 
 def dedupe(gradient):
@@ -135,6 +136,15 @@ def check_gradient(gradient, variable):
             f"have the variable's shape {var_shape}.")
 
 
+def check_row_step_samples(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("Argument `row_step_samples` must be None or a positive int. "
+                         f"Received: row_step_samples={value!r}")
+    return int(value)
+
+
 def backing(variable):
     """The `tf.Variable` behind a `keras.Variable` (scatter ops live there)."""
     return variable.value if isinstance(variable, keras.Variable) else variable
@@ -147,6 +157,53 @@ class SparseUpdatesMixin:
     `IndexedSlices` gradient itself and calls `self._decay_rows` / `self._decay_dense` for
     weight decay.
     """
+
+    # Set by the optimizer's __init__ (see `SparseAdam`'s `row_step_samples`).
+    row_step_samples = None
+
+    def _build_row_step_scales(self, var_list):
+        """One function of the row ids per variable (None: no multiplier), from the step
+        multipliers a head declares on its variables (`_variables.set_row_step_scale`)."""
+        self._row_step_scales = [None] * len(var_list)
+        if self.row_step_samples is None:
+            return
+        for i, variable in enumerate(var_list):
+            scale = row_step_scale(backing(variable))
+            if scale is not None:
+                scale = functools.partial(scale, row_step_samples=self.row_step_samples)
+                # Solves the samplers' stream lengths now, eagerly, not while tracing.
+                scale(tf.zeros([0], tf.int64))
+                self._row_step_scales[i] = scale
+        if all(s is None for s in self._row_step_scales):
+            raise ValueError(
+                f"`row_step_samples`={self.row_step_samples} scales the steps of the output "
+                "rows of SampledSoftmax, NCE and NegativeSampling heads (untied, "
+                "samples_per='batch', a sampler that does not learn or unique=False), but "
+                "none of the variables this optimizer trains belongs to such a head.")
+
+    def _row_scale_fn(self, variable):
+        scales = getattr(self, "_row_step_scales", None)
+        return scales[self._get_variable_index(variable)] if scales else None
+
+    def _row_scale(self, variable, rows):
+        """The step multipliers of rows `rows` of `variable`, shaped to broadcast against
+        its rows, or None."""
+        scale = self._row_scale_fn(variable)
+        if scale is None:
+            return None
+        shape = (-1,) + (1,) * (len(variable.shape) - 1)
+        return ops.reshape(ops.cast(scale(rows), variable.dtype), shape)
+
+    def _dense_blocks(self, gradient, variable):
+        """A dense gradient as blocks for the row update: row blocks of a large variable,
+        or all rows as one block where the variable's rows have step multipliers; None
+        for a sparse gradient or a small variable without them."""
+        blocks = dense_row_blocks(gradient, variable)
+        if (blocks is None and not isinstance(gradient, tf.IndexedSlices)
+                and self._row_scale_fn(variable) is not None):
+            shape = tf.shape(gradient, out_type=tf.int64)
+            blocks = [tf.IndexedSlices(gradient, tf.range(shape[0]), shape)]
+        return blocks
 
     def apply(self, grads, trainable_variables=None):
         scale = self.loss_scale_factor

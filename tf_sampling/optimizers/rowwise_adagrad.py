@@ -14,6 +14,9 @@ Epsilon sits inside the square root, as in keras Adagrad (FBGEMM adds it outside
 default initial accumulator 0.1 the two differ by under 1e-6 relative.
 
 A `tf.IndexedSlices` gradient updates the touched rows only: O(n*d) per step for n rows.
+`row_step_samples` multiplies the steps of sampled heads' output rows as in `SparseAdam`
+(a row sampled on a fraction E of the steps also moves about `sqrt(E)` times as far under
+Adagrad).
 """
 
 import keras
@@ -37,6 +40,8 @@ class RowwiseAdagrad(_sparse.SparseUpdatesMixin, keras.optimizers.Optimizer):
         epsilon: float > 0 added to the accumulator under the square root.
         weight_decay: decoupled decay `var -= var * weight_decay * lr` before the step, on
             the touched rows only when the gradient is sparse.
+        row_step_samples: None or a positive int: the sampled heads' output rows take the
+            step they would take with that many samples (see `SparseAdam`).
         clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum,
         ema_overwrite_frequency, loss_scale_factor, gradient_accumulation_steps, name: as
             for every Keras optimizer.
@@ -52,8 +57,9 @@ class RowwiseAdagrad(_sparse.SparseUpdatesMixin, keras.optimizers.Optimizer):
                  weight_decay=None, clipnorm=None, clipvalue=None, global_clipnorm=None,
                  use_ema=False, ema_momentum=0.99, ema_overwrite_frequency=None,
                  loss_scale_factor=None, gradient_accumulation_steps=None, name=None,
-                 **kwargs):
+                 row_step_samples=None, **kwargs):
         _sparse.check_hyperparameters(learning_rate, epsilon)
+        row_step_samples = _sparse.check_row_step_samples(row_step_samples)
         if (not isinstance(initial_accumulator_value, (int, float))
                 or initial_accumulator_value < 0):
             raise ValueError(
@@ -67,6 +73,7 @@ class RowwiseAdagrad(_sparse.SparseUpdatesMixin, keras.optimizers.Optimizer):
             gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
         self.initial_accumulator_value = initial_accumulator_value
         self.epsilon = epsilon
+        self.row_step_samples = row_step_samples
 
     def build(self, var_list):
         if self.built:
@@ -85,6 +92,7 @@ class RowwiseAdagrad(_sparse.SparseUpdatesMixin, keras.optimizers.Optimizer):
                 self._accumulators.append(self.add_variable(
                     shape=shape, initializer=init, dtype=variable.dtype,
                     name=f"{_sparse.slot_prefix(variable)}_accumulator"))
+        self._build_row_step_scales(var_list)
 
     def update_step(self, gradient, variable, learning_rate):
         _sparse.check_gradient(gradient, variable)
@@ -94,7 +102,7 @@ class RowwiseAdagrad(_sparse.SparseUpdatesMixin, keras.optimizers.Optimizer):
         row_axes = tuple(range(1, len(variable.shape)))
         trailing = (-1,) + (1,) * (len(variable.shape) - 1)
 
-        blocks = _sparse.dense_row_blocks(gradient, variable)
+        blocks = self._dense_blocks(gradient, variable)
         if blocks is not None:
             _sparse.dense_step_in_blocks(
                 lambda block: self._sparse_step(block, variable, lr), blocks, variable)
@@ -128,6 +136,9 @@ class RowwiseAdagrad(_sparse.SparseUpdatesMixin, keras.optimizers.Optimizer):
         if rowwise:
             denom = ops.reshape(denom, trailing)
         step = ops.divide(ops.multiply(lr, g), denom)
+        scale = self._row_scale(variable, rows)
+        if scale is not None:
+            step = step * scale
         var = _sparse.backing(variable)
         if self._uses_weight_decay(variable):
             var_rows = self._decay_rows(variable, tf.gather(var, rows), lr)
@@ -139,5 +150,6 @@ class RowwiseAdagrad(_sparse.SparseUpdatesMixin, keras.optimizers.Optimizer):
     def get_config(self):
         config = super().get_config()
         config.update({"initial_accumulator_value": self.initial_accumulator_value,
-                       "epsilon": self.epsilon})
+                       "epsilon": self.epsilon,
+                       "row_step_samples": self.row_step_samples})
         return config

@@ -37,6 +37,16 @@ closed-form move (a constant for the gradient), so a head's forward pass sees de
 values and a sampled head trains as under dense Adam (tested through `train_on_batch`).
 Keras' own `Embedding` and other dense reads see the stored values.
 
+With `row_step_samples=R`, the step of row j of a sampled head's kernel and bias (and its
+catch-up move) is multiplied by `s_j = sqrt(E_j(R) / E_j(num_sampled))`, E_j the class's
+probability of being in the head's sample (`tfs.samplers.inclusion_probability`). Adam
+moves a row sampled on a fraction E of the steps about `sqrt(E) * lr` per step, so the
+number of samples sets the output rows' step sizes as well as their gradients; `s_j` gives
+each row the step it would have with R samples, with the gradients of `num_sampled`. This
+is plain Adam on the reparameterised rows `s_j * w_j` (epsilon aside), applied in the
+step: the model, its evaluation and its export are unchanged. The README's "Row steps"
+section has the measurement behind it.
+
 Cost per step: O(n*d) for n touched rows of width d (gathers, element-wise math and three
 scatters), against O(V*d) for keras Adam. State: `m` and `v`, 8 bytes per float32 weight.
 """
@@ -86,6 +96,11 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         catch_up: give a row, when it is next touched, the momentum steps dense Adam would
             have given it since its last update (module docstring). Needs
             `bias_correction="global"` and `amsgrad=False`; one int64 per row.
+        row_step_samples: None, or a positive int R: the output rows of the sampled heads
+            (`SampledSoftmax`, `NCE`, `NegativeSampling`; untied, `samples_per="batch"`, a
+            sampler that does not learn or `unique=False`) take the step they would take
+            with R samples per step (module docstring). Other variables are unchanged.
+            ValueError at the first step if no variable belongs to such a head.
         weight_decay: decoupled decay `var -= var * weight_decay * lr` applied before the
             step, as Keras does, but to the touched rows only when the gradient is sparse
             (rows not in the batch are neither decayed nor moved).
@@ -106,8 +121,10 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
                  amsgrad=False, bias_correction="global", weight_decay=None, clipnorm=None,
                  clipvalue=None, global_clipnorm=None, use_ema=False, ema_momentum=0.99,
                  ema_overwrite_frequency=None, loss_scale_factor=None,
-                 gradient_accumulation_steps=None, name=None, catch_up=False, **kwargs):
+                 gradient_accumulation_steps=None, name=None, catch_up=False,
+                 row_step_samples=None, **kwargs):
         _sparse.check_hyperparameters(learning_rate, epsilon, beta_1=beta_1, beta_2=beta_2)
+        row_step_samples = _sparse.check_row_step_samples(row_step_samples)
         if bias_correction not in ("global", "per_row"):
             raise ValueError("Argument `bias_correction` must be 'global' or 'per_row'. "
                              f"Received: bias_correction={bias_correction!r}")
@@ -125,6 +142,7 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
             gradient_accumulation_steps=gradient_accumulation_steps, name=name, **kwargs)
         self.bias_correction = bias_correction
         self.catch_up = catch_up
+        self.row_step_samples = row_step_samples
 
     def build(self, var_list):
         if self.built:
@@ -133,6 +151,7 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         self._row_steps = self._row_slots(var_list, self.bias_correction == "per_row",
                                           "int32", "row_steps")
         self._last_steps = self._row_slots(var_list, self.catch_up, "int64", "last_step")
+        self._build_row_step_scales(var_list)
         if self.catch_up:
             # The heads read rows through `_variables.gather`: they then see each row with
             # its pending momentum steps applied, as dense Adam would have it.
@@ -158,7 +177,7 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
                     name=f"{_sparse.slot_prefix(variable)}_{suffix}"))
         return slots
 
-    def _catch_up_rows(self, m, v, last, t_end):
+    def _catch_up_rows(self, m, v, last, t_end, scale=None):
         """Dense Adam's gradient-free steps `last + 1 .. t_end` of rows with moments `m`,
         `v` last updated at step `last` (int64 `[n]`): the move to subtract from the rows
         and their decayed moments.
@@ -166,7 +185,7 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         The move is `lr * m / (sqrt(v) + eps) * sum_j c_j r^j` over the skipped steps j,
         `r = beta_1 / sqrt(beta_2)` and `c_j` the bias correction of step `last + j`; the
         first _EXACT_TERMS terms use their own `c_j`, the rest (r^64 < 0.002 of the first)
-        the last step's, in closed form.
+        the last step's, in closed form. `scale`: the rows' step multipliers, or None.
         """
         dtype = m.dtype
         b1, b2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
@@ -195,6 +214,8 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         coef = ops.reshape(lr * series, shape)
         skipped = ops.reshape(skipped, shape)
         move = coef * m / (ops.sqrt(v) + self.epsilon)
+        if scale is not None:
+            move = move * scale
         return move, m * ops.power(b1, skipped), v * ops.power(b2, skipped)
 
     def _current_rows(self, variable, ids):
@@ -207,7 +228,8 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
             self._momentums[index], self._velocities[index], self._last_steps[index]))
         move, _, _ = self._catch_up_rows(tf.gather(m, ids), tf.gather(v, ids),
                                          tf.gather(last, ids),
-                                         ops.cast(self.iterations, "int64"))
+                                         ops.cast(self.iterations, "int64"),
+                                         self._row_scale(variable, ids))
         return tf.gather(var, ids) - tf.stop_gradient(tf.cast(move, var.dtype))
 
     def finalize_variable_values(self, var_list):
@@ -243,7 +265,8 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         for i in range(n_blocks):
             ids = behind[i * block:(i + 1) * block]
             move, m_new, v_new = self._catch_up_rows(
-                tf.gather(m, ids), tf.gather(v, ids), tf.gather(steps, ids), t)
+                tf.gather(m, ids), tf.gather(v, ids), tf.gather(steps, ids), t,
+                self._row_scale(variable, ids))
             var.scatter_update(tf.IndexedSlices(tf.gather(var, ids) - move, ids))
             m.scatter_update(tf.IndexedSlices(m_new, ids))
             v.scatter_update(tf.IndexedSlices(v_new, ids))
@@ -270,10 +293,10 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
                 index = self._get_variable_index(variable)
                 if self._last_steps[index] is not None:
                     self._last_steps[index].assign(ops.full_like(self._last_steps[index], t))
-            blocks = _sparse.dense_row_blocks(gradient, variable)
+            blocks = self._dense_blocks(gradient, variable)
             if blocks is not None:
-                # Each block's row step is Adam's dense step on those rows (per-row counts
-                # and weight decay included), with block-sized temporaries.
+                # Each block's row step is Adam's dense step on those rows (per-row counts,
+                # weight decay and step multipliers included), with block-sized temporaries.
                 _sparse.dense_step_in_blocks(
                     lambda block: self._sparse_step(block, variable, lr, row_steps,
                                                     catch_up=False), blocks, variable)
@@ -303,11 +326,12 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         alpha = lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power)
 
         var_rows = None
+        scale = self._row_scale(variable, rows)
         if self.catch_up if catch_up is None else catch_up:
             t = ops.cast(self.iterations + 1, "int64")
             last = _sparse.backing(self._last_steps[index])
             move, m_rows, v_rows = self._catch_up_rows(
-                tf.gather(m, rows), tf.gather(v, rows), tf.gather(last, rows), t - 1)
+                tf.gather(m, rows), tf.gather(v, rows), tf.gather(last, rows), t - 1, scale)
             var_rows = tf.gather(var, rows) - move
             last.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(rows), t), rows))
         else:
@@ -324,6 +348,8 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
             v_rows = ops.maximum(tf.gather(v_hat, rows), v_rows)
             updates.append(v_hat.scatter_update(tf.IndexedSlices(v_rows, rows)))
         step = ops.divide(ops.multiply(m_rows, alpha), ops.add(ops.sqrt(v_rows), self.epsilon))
+        if scale is not None:
+            step = step * scale
         if self._uses_weight_decay(variable):
             var_rows = tf.gather(var, rows) if var_rows is None else var_rows
             var_rows = self._decay_rows(variable, var_rows, lr)
@@ -359,4 +385,5 @@ class SparseAdam(_sparse.SparseUpdatesMixin, keras.optimizers.Adam):
         config = super().get_config()
         config["bias_correction"] = self.bias_correction
         config["catch_up"] = self.catch_up
+        config["row_step_samples"] = self.row_step_samples
         return config

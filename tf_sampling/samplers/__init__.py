@@ -2,7 +2,8 @@
 
 import keras
 
-from tf_sampling.samplers.base import CandidateSampler, SampledValues, expected_counts
+from tf_sampling.samplers.base import (CandidateSampler, SampledValues, expected_counts,
+                                       inclusion_probability, unique_tries)
 from tf_sampling.samplers.uniform import UniformSampler
 from tf_sampling.samplers.log_uniform import LogUniformSampler
 from tf_sampling.samplers.learned_unigram import LearnedUnigramSampler
