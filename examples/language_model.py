@@ -76,6 +76,10 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=None,
                    help="examples per step (default 512 NPLM tokens, 32 LSTM pieces)")
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    p.add_argument("--optimizer", choices=("adam", "sparse_adam"), default="adam",
+                   help="keras Adam (dense: every row each step, affordable at this size) "
+                        "or the recommended sparse optimizer for the head "
+                        "(`recommended_optimizer`)")
     p.add_argument("--compare-full", choices=("auto", "yes", "no"), default="auto",
                    help="also time a full-softmax model for --compare-steps steps on the "
                         "same data (auto: on the synthetic corpus when --head is not full)")
@@ -344,10 +348,10 @@ def train(data, head_kind, arch="nplm", epochs=2, steps=None, batch_size=None, c
     # Keras runs whole executions of steps_per_execution steps: keep epochs a multiple.
     per_exec = max(1, min(steps_per_execution, spe // 2))
     spe = spe // per_exec * per_exec
-    # At this vocabulary (33K words) keras Adam's dense step over every row is affordable,
-    # and it trained the best one-epoch models (README, "Optimizers"). With 10^5+ classes
-    # pass tfs.optimizers.SparseAdam(lr, catch_up=True): dense Adam's trajectory at the
-    # cost of the rows a step touches.
+    # At this vocabulary (33K words) keras Adam's dense step over every row is affordable.
+    # With 10^5+ classes pass `recommended_optimizer(...)` (--optimizer sparse_adam):
+    # dense Adam's trajectory at the cost of the rows a step touches, and for the sampled
+    # heads larger steps for their rarely sampled rows (README, "Optimizers").
     model.compile(optimizer=optimizer or keras.optimizers.Adam(lr),
                   steps_per_execution=per_exec, jit_compile=jit_compile)
     monitor = Monitor((lambda: evaluate(data.valid)[0])
@@ -370,13 +374,28 @@ def train(data, head_kind, arch="nplm", epochs=2, steps=None, batch_size=None, c
     return out, parts, evaluate
 
 
+def recommended_optimizer(head_kind, lr, num_sampled=None, sampler="log_uniform"):
+    """The README's optimizer for a head ("Optimizers"): `SparseAdam(catch_up=True)`, dense
+    Adam's trajectory at the cost of the rows a step touches; for the sampled and NCE heads
+    with a sampler of fixed distribution, with the output rows' steps of 4 x num_sampled
+    samples (`row_step_samples`), which gave the best one-epoch LSTMs at 256, 1,024 and
+    4,096 samples on WikiText-2."""
+    extra = {}
+    if head_kind in ("sampled", "nce") and sampler != "learned_unigram":
+        extra["row_step_samples"] = 4 * num_sampled
+    return tfs.optimizers.SparseAdam(lr, catch_up=True, **extra)
+
+
 def model_options(args):
     """`train`'s keyword arguments from the command line, but for the head and epochs."""
     return {"arch": args.arch, "batch_size": args.batch_size, "context": args.context,
             "seq_len": args.seq_len, "emb": args.emb, "hidden": args.hidden,
             "direct": args.direct, "lr": args.lr, "num_sampled": args.num_sampled,
             "sampler": args.sampler, "steps_per_execution": args.steps_per_execution,
-            "verbose": args.verbose, "seed": args.seed}
+            "verbose": args.verbose, "seed": args.seed,
+            "optimizer": (recommended_optimizer(args.head, args.lr, args.num_sampled,
+                                                args.sampler)
+                          if args.optimizer == "sparse_adam" else None)}
 
 
 def reported(stats):
@@ -402,7 +421,8 @@ def main(argv=None):
     result = {"arch": args.arch, "head": args.head, "vocab_size": data.vocab_size,
               "context": args.context if args.arch == "nplm" else None,
               "emb": args.emb, "hidden": args.hidden, "direct": args.direct,
-              "batch_size": args.batch_size, "epochs": args.epochs}
+              "batch_size": args.batch_size, "epochs": args.epochs,
+              "optimizer": args.optimizer}
     if src is not None:
         result["entropy_rate_nats"] = src.entropy_rate
         result["true_perplexity_bound"] = src.perplexity_bound

@@ -345,10 +345,11 @@ def text_corpus(tmp_path_factory):
 
 
 LM_CASES = [
-    ("nplm", "nce", ["--batch-size", "128"]),
+    ("nplm", "nce", ["--batch-size", "128", "--optimizer", "sparse_adam"]),
     ("nplm", "hierarchical", ["--direct", "--batch-size", "128"]),
     ("lstm", "full", ["--seq-len", "20", "--batch-size", "8", "--lr", "0.005"]),
 ]
+LM_CASES_EXTRA = [((arch, head), extra) for arch, head, extra in LM_CASES]
 
 
 @pytest.mark.background("examples")
@@ -356,6 +357,9 @@ LM_CASES = [
 def test_language_model_heads_and_archs_on_text_files(arch, head):
     runs, _ = _background.result("examples")
     res, _ = runs[f"{arch}-{head}"]
+    extra = dict(LM_CASES_EXTRA)[(arch, head)]
+    assert res["optimizer"] == (extra[extra.index("--optimizer") + 1]
+                                if "--optimizer" in extra else "adam")
     # Tokens plus one <eos> per line (30 and 31 lines), minus the first: all scored once.
     assert res["test_tokens"] == 3000 + 30 - 1
     assert res["valid_tokens"] == 3000 + 30 + 3 + 1 - 1
