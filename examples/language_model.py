@@ -78,8 +78,11 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
     p.add_argument("--optimizer", choices=("adam", "sparse_adam"), default="adam",
                    help="keras Adam (dense: every row each step, affordable at this size) "
-                        "or the recommended sparse optimizer for the head "
+                        "or the recommended sparse optimizer, SparseAdam(catch_up=True) "
                         "(`recommended_optimizer`)")
+    p.add_argument("--row-step-samples", type=int, default=None,
+                   help="with --optimizer sparse_adam and the sampled or nce head: its "
+                        "output rows take the steps of this many samples")
     p.add_argument("--compare-full", choices=("auto", "yes", "no"), default="auto",
                    help="also time a full-softmax model for --compare-steps steps on the "
                         "same data (auto: on the synthetic corpus when --head is not full)")
@@ -95,6 +98,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity")
     args = p.parse_args(argv)
+    if args.row_step_samples is not None and (
+            args.optimizer != "sparse_adam" or args.head not in ("sampled", "nce")):
+        p.error("--row-step-samples needs --optimizer sparse_adam and --head sampled or nce")
     if args.data_dir:
         for split in ("train", "valid", "test"):
             if getattr(args, split) is None:
@@ -349,9 +355,8 @@ def train(data, head_kind, arch="nplm", epochs=2, steps=None, batch_size=None, c
     per_exec = max(1, min(steps_per_execution, spe // 2))
     spe = spe // per_exec * per_exec
     # At this vocabulary (33K words) keras Adam's dense step over every row is affordable.
-    # With 10^5+ classes pass `recommended_optimizer(...)` (--optimizer sparse_adam):
-    # dense Adam's trajectory at the cost of the rows a step touches, and for the sampled
-    # heads larger steps for their rarely sampled rows (README, "Optimizers").
+    # With 10^5+ classes pass `recommended_optimizer(lr)` (--optimizer sparse_adam): dense
+    # Adam's trajectory at the cost of the rows a step touches (README, "Optimizers").
     model.compile(optimizer=optimizer or keras.optimizers.Adam(lr),
                   steps_per_execution=per_exec, jit_compile=jit_compile)
     monitor = Monitor((lambda: evaluate(data.valid)[0])
@@ -374,15 +379,13 @@ def train(data, head_kind, arch="nplm", epochs=2, steps=None, batch_size=None, c
     return out, parts, evaluate
 
 
-def recommended_optimizer(head_kind, lr, num_sampled=None, sampler="log_uniform"):
-    """The README's optimizer for a head ("Optimizers"): `SparseAdam(catch_up=True)`, dense
-    Adam's trajectory at the cost of the rows a step touches; for the sampled and NCE heads
-    with a sampler of fixed distribution, with the output rows' steps of 4 x num_sampled
-    samples (`row_step_samples`), which gave the best one-epoch LSTMs at 256, 1,024 and
-    4,096 samples on WikiText-2."""
-    extra = {}
-    if head_kind in ("sampled", "nce") and sampler != "learned_unigram":
-        extra["row_step_samples"] = 4 * num_sampled
+def recommended_optimizer(lr, row_step_samples=None):
+    """The README's optimizer ("Optimizers"): `SparseAdam(catch_up=True)`, dense Adam's
+    trajectory at the cost of the rows a step touches. `row_step_samples` (sampled and NCE
+    heads with a sampler of fixed distribution) gives their output rows the steps of that
+    many samples: 4 x num_sampled gave 7-13% better one-epoch LSTMs on WikiText-2 and a 16%
+    worse NPLM, so it is an option to validate on your model, not a default."""
+    extra = {} if row_step_samples is None else {"row_step_samples": row_step_samples}
     return tfs.optimizers.SparseAdam(lr, catch_up=True, **extra)
 
 
@@ -393,8 +396,7 @@ def model_options(args):
             "direct": args.direct, "lr": args.lr, "num_sampled": args.num_sampled,
             "sampler": args.sampler, "steps_per_execution": args.steps_per_execution,
             "verbose": args.verbose, "seed": args.seed,
-            "optimizer": (recommended_optimizer(args.head, args.lr, args.num_sampled,
-                                                args.sampler)
+            "optimizer": (recommended_optimizer(args.lr, args.row_step_samples)
                           if args.optimizer == "sparse_adam" else None)}
 
 

@@ -345,7 +345,8 @@ def text_corpus(tmp_path_factory):
 
 
 LM_CASES = [
-    ("nplm", "nce", ["--batch-size", "128", "--optimizer", "sparse_adam"]),
+    ("nplm", "nce", ["--batch-size", "128", "--optimizer", "sparse_adam",
+                     "--row-step-samples", "128"]),
     ("nplm", "hierarchical", ["--direct", "--batch-size", "128"]),
     ("lstm", "full", ["--seq-len", "20", "--batch-size", "8", "--lr", "0.005"]),
 ]

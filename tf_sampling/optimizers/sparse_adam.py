@@ -44,8 +44,9 @@ moves a row sampled on a fraction E of the steps about `sqrt(E) * lr` per step, 
 number of samples sets the output rows' step sizes as well as their gradients; `s_j` gives
 each row the step it would have with R samples, with the gradients of `num_sampled`. This
 is plain Adam on the reparameterised rows `s_j * w_j` (epsilon aside), applied in the
-step: the model, its evaluation and its export are unchanged. The README's "Row steps"
-section has the measurement behind it.
+step: the model, its evaluation and its export are unchanged. Measured (README, "Row steps
+in the library"): R = 4 x num_sampled gave 7-13% lower one-epoch perplexity on a WikiText-2
+LSTM and 16% higher on an NPLM, so it is an option to validate, not a default.
 
 Cost per step: O(n*d) for n touched rows of width d (gathers, element-wise math and three
 scatters), against O(V*d) for keras Adam. State: `m` and `v`, 8 bytes per float32 weight.
