@@ -14,7 +14,6 @@ import functools
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import tf_sampling as tfs
@@ -120,14 +119,6 @@ class SplitSampledSoftmax(tfs.layers.SampledSoftmax):
         return {**super().get_config(), "rows_sampled": self.rows_sampled}
 
 
-def log_uniform_inclusion(num_classes, num_sampled):
-    """Each class's probability of being in a unique log-uniform sample of `num_sampled`
-    classes (float64 `[num_classes]`)."""
-    return tfs.samplers.inclusion_probability(
-        tfs.samplers.LogUniformSampler(num_classes), np.arange(num_classes),
-        num_sampled).numpy()
-
-
 class RowStepSampledSoftmax(tfs.layers.SampledSoftmax):
     """An experiment on Adam's per-row step: a log-uniform `SampledSoftmax` whose output
     row j is `s_j * w_j`, with `w_j` the trained variable, so that an optimizer that
@@ -150,9 +141,9 @@ class RowStepSampledSoftmax(tfs.layers.SampledSoftmax):
         super().build(input_shape)
         if not isinstance(self.sampler, tfs.samplers.LogUniformSampler):
             raise ValueError("RowStepSampledSoftmax needs the log-uniform sampler.")
-        own = log_uniform_inclusion(self.num_classes, self.num_sampled)
-        other = log_uniform_inclusion(self.num_classes, self.row_step_from)
-        scale = np.sqrt(other / own).astype("float32")
+        # The library's per-row multipliers (what SparseAdam(row_step_samples=...) uses).
+        scale = self._row_step_scale(0, tf.range(self.num_classes),
+                                     self.row_step_from).numpy()
         self._row_scale = tf.constant(scale)
         # The trained variable starts at w / s, so the model starts where the plain head does.
         for k in self.kernel_shards:

@@ -350,15 +350,13 @@ LM_CASES = [
     ("nplm", "hierarchical", ["--direct", "--batch-size", "128"]),
     ("lstm", "full", ["--seq-len", "20", "--batch-size", "8", "--lr", "0.005"]),
 ]
-LM_CASES_EXTRA = [((arch, head), extra) for arch, head, extra in LM_CASES]
 
 
 @pytest.mark.background("examples")
-@pytest.mark.parametrize("arch,head", [case[:2] for case in LM_CASES])
-def test_language_model_heads_and_archs_on_text_files(arch, head):
+@pytest.mark.parametrize("arch,head,extra", LM_CASES, ids=[f"{a}-{h}" for a, h, _ in LM_CASES])
+def test_language_model_heads_and_archs_on_text_files(arch, head, extra):
     runs, _ = _background.result("examples")
     res, _ = runs[f"{arch}-{head}"]
-    extra = dict(LM_CASES_EXTRA)[(arch, head)]
     assert res["optimizer"] == (extra[extra.index("--optimizer") + 1]
                                 if "--optimizer" in extra else "adam")
     # Tokens plus one <eos> per line (30 and 31 lines), minus the first: all scored once.
